@@ -1,0 +1,22 @@
+"""The logical date ``ds`` of a run and the as-of cut it implies."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta, timezone
+
+from recsys_core.errors import ConfigError
+
+
+def parse_ds(ds: str) -> date:
+    """Parse ``YYYY-MM-DD``; anything else is a ConfigError naming ``--ds``."""
+    try:
+        return datetime.strptime(ds, "%Y-%m-%d").date()
+    except (TypeError, ValueError):
+        raise ConfigError(f"--ds must be a date as YYYY-MM-DD, got {ds!r}") from None
+
+
+def as_of_cutoff(ds: str) -> int:
+    """Epoch seconds of the end of ``ds`` (UTC): a run for ``ds`` keeps ``timestamp < cutoff``."""
+    day = parse_ds(ds)
+    end = datetime.combine(day + timedelta(days=1), time(0, 0), tzinfo=timezone.utc)
+    return int(end.timestamp())

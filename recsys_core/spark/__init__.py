@@ -1,0 +1,1 @@
+"""Spark DataFrame transforms for the prep jobs. Imported only where Spark runs."""

@@ -1,0 +1,75 @@
+"""File operations on any Hadoop filesystem (local, HDFS, S3A) through Spark's JVM.
+
+The jobs use these instead of ``os``/``shutil`` so the same code runs against a cluster
+with paths given as URIs.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from pyspark.sql import SparkSession
+
+
+def _fs_path(spark: SparkSession, path: str):  # noqa: ANN202 - py4j objects
+    jvm = spark.sparkContext._jvm
+    hpath = jvm.org.apache.hadoop.fs.Path(path)
+    return hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hpath
+
+
+def exists(spark: SparkSession, path: str) -> bool:
+    fs, p = _fs_path(spark, path)
+    return bool(fs.exists(p))
+
+
+def size(spark: SparkSession, path: str) -> int:
+    fs, p = _fs_path(spark, path)
+    return int(fs.getFileStatus(p).getLen())
+
+
+def delete(spark: SparkSession, path: str) -> None:
+    fs, p = _fs_path(spark, path)
+    if fs.exists(p):
+        fs.delete(p, True)
+
+
+def write_text(spark: SparkSession, path: str, text: str) -> None:
+    fs, p = _fs_path(spark, path)
+    out = fs.create(p, True)
+    try:
+        out.write(bytearray(text.encode("utf-8")))
+    finally:
+        out.close()
+
+
+def read_text(spark: SparkSession, path: str) -> str:
+    return "\n".join(r.value for r in spark.read.text(path, wholetext=True).collect())
+
+
+def staging_path(final: str) -> str:
+    """A sibling of ``final`` that readers of the table skip (``.``-prefixed)."""
+    parent, name = final.rstrip("/").rsplit("/", 1)
+    return f"{parent}/.staging-{name}-{uuid.uuid4().hex[:8]}"
+
+
+def swap_in(spark: SparkSession, staging: str, final: str) -> None:
+    """Replace ``final`` by the fully written ``staging`` directory.
+
+    The old directory is renamed aside first and deleted only after the new one is in
+    place, so a failure before the second rename leaves the old one recoverable.
+    """
+    fs, final_p = _fs_path(spark, final)
+    _, staging_p = _fs_path(spark, staging)
+    jvm = spark.sparkContext._jvm
+    old_p = None
+    if fs.exists(final_p):
+        old_p = jvm.org.apache.hadoop.fs.Path(staging_path(final) + "-old")
+        if not fs.rename(final_p, old_p):
+            raise OSError(f"could not move {final} aside")
+    fs.mkdirs(final_p.getParent())
+    if not fs.rename(staging_p, final_p):
+        if old_p is not None:
+            fs.rename(old_p, final_p)
+        raise OSError(f"could not move {staging} to {final}")
+    if old_p is not None:
+        fs.delete(old_p, True)
