@@ -1,0 +1,1 @@
+"""MovieLens data: the file contract, vocabulary fingerprints and a synthetic generator."""

@@ -1,0 +1,465 @@
+"""A seeded, MovieLens-shaped synthetic drop (ratings, movies, genome, tags, links).
+
+At scale 1.0 the output has the shape of the September 2018 "latest" release: 27,753,444
+ratings by 283,228 users of 58,098 films (sparse movieIds up to ~194K), ~1.1M tag
+applications, a Tag Genome of 13,176 films x 1,128 tags, timestamps 1995-01-09 ..
+2018-09-26, half-star ratings with mean ~3.5 and mode 4.0.
+
+How it is built, and why:
+- Taste is low-rank: films and users live in a ``LATENT_DIM`` space. Users belong to one
+  of ``N_SEGMENTS`` taste segments (a centre plus a personal offset). *Which* films a
+  user rates is drawn from the segment's distribution (global popularity tilted by
+  taste), so a top-N recommender has something real to learn; *how* they rate is the
+  user's own affinity plus biases and noise, mapped onto the real rating histogram.
+- Popularity is heavy-tailed by construction (a rank curve through MovieLens-like knots)
+  and activity is log-normal (min 1, median ~30, a few thousand at the top).
+- Genres and genome relevance are functions of the film's latent vector, so content
+  features carry taste signal.
+- Users are generated in fixed-size chunks, each with its own seeded stream, so memory
+  stays flat and output is identical for a given (scale, seed) whatever the machine.
+
+At small scales users and ratings scale linearly but films scale with sqrt(scale), so a
+0.001 sample (283 users, ~1.8K films) keeps a usable density; full-scale shape is exact.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+log = logging.getLogger(__name__)
+
+FULL_USERS = 283_228
+FULL_FILMS = 58_098
+FULL_RATINGS = 27_753_444
+FULL_GENOME_FILMS = 13_176
+FULL_TAG_APPLICATIONS = 1_108_997
+GENOME_TAGS = 1_128
+MAX_MOVIE_ID_RATIO = 193_886 / FULL_FILMS  # movieIds are sparse, up to ~194K at full scale
+
+T_START = 789_652_009  # 1995-01-09 UTC
+T_END = 1_537_799_250  # 2018-09-26 UTC
+
+LATENT_DIM = 16
+N_SEGMENTS = 48
+TASTE_TILT = 1.3  # how strongly a segment's taste reshapes which films its users pick
+EXPLORE_SHARE = 0.25  # share of a user's picks drawn from plain popularity
+USERS_PER_CHUNK = 8_192
+
+# MovieLens-like rating histogram (0.5 .. 5.0 in half stars); mean ~3.5, mode 4.0.
+RATING_VALUES = np.arange(1, 11) / 2.0
+RATING_SHARES = np.array([1.6, 3.2, 1.6, 6.6, 5.0, 19.9, 12.5, 26.6, 8.5, 14.4])
+RATING_LABELS = pa.array([f"{v:.1f}" for v in RATING_VALUES])
+
+# Relative film popularity by rank at full scale (rank, weight), interpolated in log-log
+# space. The head weights are far above the counts they produce because a user rates a
+# film once however often it is drawn; tuned so that at scale 1.0 the top film gets ~96K
+# ratings and about half the films fewer than 5 (bench/data_shape.py prints both).
+POPULARITY_KNOTS = np.array(
+    [
+        (1, 1_300_000),
+        (10, 850_000),
+        (100, 300_000),
+        (500, 70_000),
+        (1_500, 13_000),
+        (4_000, 2_200),
+        (8_000, 320),
+        (15_000, 45),
+        (22_000, 12),
+        (29_000, 4),
+        (40_000, 2),
+        (58_098, 1.1),
+    ],
+    dtype=np.float64,
+)
+
+GENRES = {  # name: share of films carrying it
+    "Action": 0.13, "Adventure": 0.07, "Animation": 0.05, "Children": 0.05,
+    "Comedy": 0.29, "Crime": 0.09, "Documentary": 0.09, "Drama": 0.42,
+    "Fantasy": 0.05, "Film-Noir": 0.006, "Horror": 0.10, "IMAX": 0.004,
+    "Musical": 0.02, "Mystery": 0.05, "Romance": 0.13, "Sci-Fi": 0.05,
+    "Thriller": 0.14, "War": 0.03, "Western": 0.02,
+}  # fmt: skip
+NO_GENRES = "(no genres listed)"
+
+_ADJECTIVES = (
+    "silent dark last lost golden broken hidden wild little secret red blue cold burning "
+    "final endless bitter crimson distant electric empty fallen frozen gentle haunted hollow "
+    "iron lonely midnight mystic northern pale quiet restless sacred savage scarlet shadow "
+    "strange sweet twisted velvet wicked winter"
+).split()
+_NOUNS = (
+    "river city heart road night dream king war house garden storm moon kingdom sea "
+    "mountain island game stranger summer island voyage mirror machine planet empire letter "
+    "promise journey forest ghost hunter legacy lesson memory mission orchard party prophet "
+    "rebel secret signal station story thief tide valley witness"
+).split()
+_TAG_WORDS = (
+    "atmospheric dystopia twist ending visually appealing dark comedy thought-provoking "
+    "space surreal quirky cult classic time travel heist noir satire revenge coming of age "
+    "anime based on a book psychological romance gangster friendship survival zombies war "
+    "mafia artificial intelligence superhero musical biography courtroom espionage"
+).split()
+
+
+@dataclass(frozen=True)
+class Shape:
+    """Row counts of a generated drop at a given scale."""
+
+    users: int
+    films: int
+    ratings: int
+    genome_films: int
+    genome_tags: int
+    tag_applications: int
+
+    @classmethod
+    def at_scale(cls, scale: float, genome_tags: int = GENOME_TAGS) -> "Shape":
+        if not (0 < scale <= 10):
+            raise ValueError(f"--scale must be in (0, 10], got {scale}")
+        if genome_tags < 1:
+            raise ValueError(f"genome_tags must be >= 1, got {genome_tags}")
+        users = max(20, round(FULL_USERS * scale))
+        films = max(50, round(FULL_FILMS * min(scale, 1.0) ** 0.5 * max(scale, 1.0)))
+        ratings = max(users, round(FULL_RATINGS * scale))
+        ratings = min(ratings, users * films // 3)
+        genome_films = max(1, round(films * FULL_GENOME_FILMS / FULL_FILMS))
+        tag_apps = round(FULL_TAG_APPLICATIONS * scale)
+        return cls(users, films, ratings, genome_films, genome_tags, tag_apps)
+
+
+@dataclass
+class Catalogue:
+    """Everything about the films that rating generation needs."""
+
+    movie_ids: np.ndarray  # int32, ascending
+    latent: np.ndarray  # (films, LATENT_DIM) float32
+    bias: np.ndarray  # (films,) float32, quality
+    popularity: np.ndarray  # (films,) float64, sums to 1
+    segment_cdf: np.ndarray  # (N_SEGMENTS + 1, films) stacked CDFs, last row = plain popularity
+    segment_logp: np.ndarray  # same rows, log-probabilities (for exact sampling)
+    centres: np.ndarray  # (N_SEGMENTS, LATENT_DIM) taste segment centres
+
+
+def popularity_curve(n_films: int) -> np.ndarray:
+    """Relative popularity by rank (rank 0 first) for a catalogue of n_films."""
+    ranks = (np.arange(n_films) + 0.5) / n_films * FULL_FILMS
+    log_r = np.log(np.clip(ranks, 1.0, None))
+    knots_r, knots_c = np.log(POPULARITY_KNOTS[:, 0]), np.log(POPULARITY_KNOTS[:, 1])
+    return np.exp(np.interp(log_r, knots_r, knots_c))
+
+
+def make_catalogue(shape: Shape, rng: np.random.Generator) -> Catalogue:
+    n = shape.films
+    max_id = max(n, round(n * MAX_MOVIE_ID_RATIO))
+    movie_ids = np.sort(rng.choice(np.arange(2, max_id + 1), size=n - 1, replace=False))
+    movie_ids = np.concatenate([[1], movie_ids]).astype(np.int32)
+
+    latent = rng.normal(0.0, 1.0 / math.sqrt(LATENT_DIM), size=(n, LATENT_DIM)).astype(np.float32)
+    # Lower ids tend to be older, better-known films: popularity rank follows id loosely.
+    id_frac = np.arange(n) / n
+    rank_of_film = np.argsort(np.argsort(1.5 * id_frac + rng.normal(0, 1, n)))
+    popularity = popularity_curve(n)[rank_of_film]
+    # Blockbusters appeal broadly: shorter taste vectors at the head, so that every segment
+    # watches them (the top film reaches about a third of all users, as in MovieLens).
+    full_rank = (rank_of_film + 1) * FULL_FILMS / n
+    latent *= (0.3 + 0.7 * np.minimum(1.0, np.log10(full_rank) / 3.0)).astype(np.float32)[:, None]
+    popularity /= popularity.sum()
+    bias = (0.45 * rng.normal(0, 1, n) + 0.08 * np.log(popularity / popularity.mean())).astype(
+        np.float32
+    )
+
+    centres = rng.normal(0.0, 1.0, size=(N_SEGMENTS, LATENT_DIM)).astype(np.float32)
+    # Tilt by taste, minus the log-normal mean of that tilt (centres ~ N(0, I), so the
+    # tilt of film i has variance |v_i|^2): averaged over segments, each film keeps its
+    # global popularity, and the head stays as heavy as the knots say.
+    tilt_mean = 0.5 * TASTE_TILT**2 * np.sum(latent.astype(np.float64) ** 2, axis=1)
+    logits = np.log(popularity)[None, :] + TASTE_TILT * (centres @ latent.T) - tilt_mean[None, :]
+    logits = np.vstack([logits, np.log(popularity)[None, :]])
+    logits -= logits.max(axis=1, keepdims=True)
+    probs = np.exp(logits)
+    probs /= probs.sum(axis=1, keepdims=True)
+    logp = np.log(probs)
+    cdf = np.cumsum(probs, axis=1)
+    cdf[:, -1] = 1.0
+    return Catalogue(movie_ids, latent, bias, popularity, cdf, logp, centres)
+
+
+def user_activity(shape: Shape, rng: np.random.Generator) -> np.ndarray:
+    """Ratings per user: log-normal (median ~30), min 1, summing exactly to shape.ratings."""
+    cap = max(1, min(25_000, int(0.4 * shape.films)))
+    raw = rng.lognormal(mean=math.log(30.0), sigma=1.55, size=shape.users)
+    counts = np.clip(np.round(raw * shape.ratings / raw.sum()), 1, cap).astype(np.int64)
+    for _ in range(100):
+        diff = shape.ratings - int(counts.sum())
+        if diff == 0:
+            break
+        room = counts < cap if diff > 0 else counts > 1
+        idx = np.flatnonzero(room)
+        # Spread the correction over users in proportion to their activity.
+        pick = rng.choice(idx, size=min(abs(diff), idx.size), replace=False,
+                          p=counts[idx] / counts[idx].sum())
+        counts[pick] += 1 if diff > 0 else -1
+    if counts.sum() != shape.ratings:
+        raise RuntimeError("could not distribute ratings over users (scale too small?)")
+    return counts
+
+
+def _films_for_users(
+    cat: Catalogue, segments: np.ndarray, counts: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """(local user index, film index) pairs, sorted: ``counts[u]`` distinct films per user.
+
+    Light users draw with replacement from their segment's CDF mixed with plain
+    popularity; duplicates are dropped and the shortfall redrawn a few rounds. Heavy users,
+    and whatever is still short after that, take an exact weighted sample without
+    replacement (Gumbel top-k over the whole catalogue).
+    """
+    n_films = cat.movie_ids.size
+    n_rows = cat.segment_cdf.shape[0]
+    flat_cdf = (cat.segment_cdf + np.arange(n_rows)[:, None]).ravel()
+    heavy = counts > max(50, n_films // 40)
+    need = np.where(heavy, 0, counts)
+    taken = np.empty(0, dtype=np.int64)
+    for _round in range(4):
+        users = np.flatnonzero(need)
+        if users.size == 0:
+            break
+        u = np.repeat(users, np.ceil(need[users] * 1.3 + 2).astype(np.int64))
+        row = np.where(rng.random(u.size) < EXPLORE_SHARE, n_rows - 1, segments[u])
+        film = np.searchsorted(flat_cdf, row + rng.random(u.size), side="right") - row * n_films
+        new = np.unique(u * n_films + np.clip(film, 0, n_films - 1))
+        new = new[~np.isin(new, taken, assume_unique=True)]
+        new = _random_subset_per_owner(new, new // n_films, need, rng)
+        taken = np.concatenate([taken, new])
+        need = need - np.bincount(new // n_films, minlength=counts.size)
+    need = np.where(heavy, counts, need)
+    taken.sort()
+    owners = taken // n_films
+    extra = [taken]
+    mix = (1 - EXPLORE_SHARE) * np.exp(cat.segment_logp[:-1]) + EXPLORE_SHARE * np.exp(
+        cat.segment_logp[-1]
+    )
+    for user in np.flatnonzero(need):
+        score = np.log(mix[segments[user]]) + rng.gumbel(size=n_films)
+        lo, hi = np.searchsorted(owners, [user, user + 1])
+        score[taken[lo:hi] % n_films] = -np.inf
+        top = np.argpartition(-score, need[user] - 1)[: need[user]]
+        extra.append(user * n_films + top.astype(np.int64))
+    keys = np.sort(np.concatenate(extra))
+    return keys // n_films, keys % n_films
+
+
+def _random_subset_per_owner(
+    keys: np.ndarray, owner: np.ndarray, limit: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """A uniformly random subset of ``keys`` with at most ``limit[o]`` per owner o."""
+    order = np.lexsort((rng.random(keys.size), owner))
+    keys, owner = keys[order], owner[order]
+    rank = np.arange(keys.size) - np.searchsorted(owner, owner, side="left")
+    return keys[rank < limit[owner]]
+
+
+def rating_thresholds(z: np.ndarray) -> np.ndarray:
+    """Cut points on the latent score that reproduce RATING_SHARES on a sample."""
+    cum = np.cumsum(RATING_SHARES / RATING_SHARES.sum())[:-1]
+    return np.quantile(z, cum)
+
+
+def _timestamps(counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Per rating, a time inside its user's active window (sessions of hours to years)."""
+    n = counts.size
+    span_total = T_END - T_START
+    one_day = rng.random(n) < 0.45
+    span = np.where(
+        one_day,
+        rng.exponential(3_600.0, n),
+        np.minimum(rng.lognormal(math.log(200 * 86_400.0), 1.6, n), span_total),
+    )
+    start_frac = np.where(rng.random(n) < 0.7, rng.beta(1.6, 1.0, n), rng.random(n))
+    start = T_START + start_frac * (span_total - span)
+    per_rating_user = np.repeat(np.arange(n), counts)
+    ts = start[per_rating_user] + rng.random(per_rating_user.size) * span[per_rating_user]
+    return np.clip(ts, T_START, T_END).astype(np.int64)
+
+
+def _write_header(path: Path, columns: list[str]) -> None:
+    path.write_text(",".join(columns) + "\n", encoding="utf-8")
+
+
+def _append_csv(path: Path, table: pa.Table) -> None:
+    with path.open("ab") as sink:
+        pacsv.write_csv(
+            table, sink, pacsv.WriteOptions(include_header=False, quoting_style="none")
+        )
+
+
+def _film_titles(shape: Shape, rng: np.random.Generator) -> tuple[list[str], np.ndarray]:
+    n = shape.films
+    years = np.clip(np.round(2018 - rng.exponential(18.0, n)), 1891, 2018).astype(int)
+    adj = rng.integers(0, len(_ADJECTIVES), n)
+    noun = rng.integers(0, len(_NOUNS), n)
+    style = rng.random(n)
+    titles = []
+    for i in range(n):
+        base = f"{_ADJECTIVES[adj[i]].title()} {_NOUNS[noun[i]].title()}"
+        if style[i] < 0.06:
+            base = f"{base}, The"  # GroupLens moves leading articles to the end
+        elif style[i] < 0.08:
+            base = f'{base}, or "{_NOUNS[noun[i] - 1].title()}"'
+        elif style[i] < 0.09:
+            base = f"{base}: Part {int(style[i] * 1000) % 5 + 2}"
+        titles.append(base if style[i] > 0.995 else f"{base} ({years[i]})")
+    return titles, years
+
+
+def _film_genres(cat: Catalogue, rng: np.random.Generator) -> list[str]:
+    names = list(GENRES)
+    prevalence = np.array([GENRES[g] for g in names])
+    directions = rng.normal(0, 1, size=(len(names), LATENT_DIM)).astype(np.float32)
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    affinity = cat.latent @ directions.T * math.sqrt(LATENT_DIM)  # ~N(0,1)
+    logits = np.log(prevalence / (1 - prevalence))[None, :] + 1.6 * affinity
+    has = rng.random(logits.shape) < 1 / (1 + np.exp(-logits))
+    none = ~has.any(axis=1)
+    fill = none & (rng.random(none.size) < 0.6)
+    has[np.flatnonzero(fill), np.argmax(logits[fill], axis=1)] = True
+    return [
+        "|".join(names[j] for j in np.flatnonzero(row)) or NO_GENRES for row in has
+    ]
+
+
+def _tag_names(n_tags: int, rng: np.random.Generator) -> list[str]:
+    pool = sorted({f"{a} {b}" for a in _ADJECTIVES for b in _NOUNS} | set(_TAG_WORDS))
+    if n_tags > len(pool):
+        pool += [f"tag {i}" for i in range(n_tags - len(pool))]
+    return [pool[i] for i in rng.permutation(len(pool))[:n_tags]]
+
+
+def write_movies_and_links(out: Path, cat: Catalogue, shape: Shape, rng: np.random.Generator) -> None:
+    titles, _ = _film_titles(shape, rng)
+    genres = _film_genres(cat, rng)
+    with (out / "movies.csv").open("w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["movieId", "title", "genres"])
+        w.writerows(zip(cat.movie_ids.tolist(), titles, genres))
+    imdb = rng.choice(np.arange(1, 9_999_999), size=shape.films, replace=False)
+    tmdb = rng.choice(np.arange(1, 999_999), size=shape.films, replace=False)
+    missing_tmdb = rng.random(shape.films) < 0.002
+    with (out / "links.csv").open("w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["movieId", "imdbId", "tmdbId"])
+        for mid, i, t, miss in zip(cat.movie_ids.tolist(), imdb, tmdb, missing_tmdb):
+            w.writerow([mid, f"{i:07d}", "" if miss else int(t)])
+
+
+def write_genome(out: Path, cat: Catalogue, shape: Shape, rng: np.random.Generator) -> None:
+    n_tags = shape.genome_tags
+    names = _tag_names(n_tags, rng)
+    with (out / "genome-tags.csv").open("w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["tagId", "tag"])
+        w.writerows((i + 1, name) for i, name in enumerate(names))
+    # Genome films: mostly the popular ones (the genome needs tags, tags need viewers).
+    pop_rank = np.argsort(np.argsort(-cat.popularity)) / shape.films
+    chosen = np.sort(np.argsort(pop_rank + rng.normal(0, 0.08, shape.films))[: shape.genome_films])
+    loadings = rng.normal(0, 1, size=(n_tags, LATENT_DIM)).astype(np.float32)
+    loadings /= np.linalg.norm(loadings, axis=1, keepdims=True)
+    tag_bias = rng.normal(-2.4, 0.7, n_tags)
+    path = out / "genome-scores.csv"
+    _write_header(path, ["movieId", "tagId", "relevance"])
+    tag_ids = np.arange(1, n_tags + 1, dtype=np.int32)
+    for lo in range(0, chosen.size, 2_000):
+        films = chosen[lo : lo + 2_000]
+        signal = 2.2 * math.sqrt(LATENT_DIM) * (cat.latent[films] @ loadings.T)
+        z = tag_bias[None, :] + signal + rng.normal(0, 0.6, signal.shape)
+        relevance = np.round(1 / (1 + np.exp(-z)), 5)
+        table = pa.table(
+            {
+                "movieId": np.repeat(cat.movie_ids[films], n_tags),
+                "tagId": np.tile(tag_ids, films.size),
+                "relevance": relevance.ravel(),
+            }
+        )
+        _append_csv(path, table)
+
+
+def generate(out: Path | str, scale: float = 0.001, seed: int = 42, genome_tags: int = GENOME_TAGS) -> Shape:
+    """Write a MovieLens-layout drop into ``out`` and return its shape."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    shape = Shape.at_scale(scale, genome_tags)
+    rng = np.random.default_rng(seed)
+    t0 = time.monotonic()
+    log.info("generating %s into %s (seed %d)", shape, out, seed)
+    cat = make_catalogue(shape, rng)
+    write_movies_and_links(out, cat, shape, rng)
+    write_genome(out, cat, shape, rng)
+    log.info("catalogue, genome and links written in %.1fs", time.monotonic() - t0)
+
+    counts = user_activity(shape, rng)
+    segments = rng.integers(0, N_SEGMENTS, shape.users)
+    user_offset = rng.normal(0, 0.6, size=(shape.users, LATENT_DIM)).astype(np.float32)
+    user_bias = rng.normal(0, 0.4, shape.users).astype(np.float32)
+    tagger = rng.random(shape.users) < 0.08
+    tagger_ratings = int(counts[tagger].sum())
+    tag_share = min(1.0, shape.tag_applications / tagger_ratings) if tagger_ratings else 0.0
+    tag_names = np.array(_tag_names(shape.genome_tags, np.random.default_rng([seed, 9])))
+
+    ratings_path, tags_path = out / "ratings.csv", out / "tags.csv"
+    _write_header(ratings_path, ["userId", "movieId", "rating", "timestamp"])
+    _write_header(tags_path, ["userId", "movieId", "tag", "timestamp"])
+    thresholds: np.ndarray | None = None
+    written = 0
+    for lo in range(0, shape.users, USERS_PER_CHUNK):
+        hi = min(lo + USERS_PER_CHUNK, shape.users)
+        crng = np.random.default_rng([seed, 1, lo])
+        local_user, film = _films_for_users(cat, segments[lo:hi], counts[lo:hi], crng)
+        user = lo + local_user
+        taste = cat.centres[segments[user]] + user_offset[user]
+        affinity = np.einsum("ij,ij->i", taste, cat.latent[film]) * (1.0 / math.sqrt(1.36))
+        z = affinity + user_bias[user] + cat.bias[film] + crng.normal(0, 0.7, user.size)
+        if thresholds is None:
+            thresholds = rating_thresholds(z)
+        label = np.searchsorted(thresholds, z)
+        ts = _timestamps(counts[lo:hi], crng)  # grouped by user like the pairs, random within
+        table = pa.table(  # pairs come sorted by (user, film) = (userId, movieId), as GroupLens
+            {
+                "userId": (user + 1).astype(np.int32),
+                "movieId": cat.movie_ids[film],
+                "rating": RATING_LABELS.take(pa.array(label)),
+                "timestamp": ts,
+            }
+        )
+        _append_csv(ratings_path, table)
+        is_tag = tagger[user] & (crng.random(user.size) < tag_share)
+        if is_tag.any():
+            tag_ts = np.minimum(ts[is_tag] + crng.integers(0, 3_600, int(is_tag.sum())), T_END)
+            _append_csv(
+                tags_path,
+                pa.table(
+                    {
+                        "userId": (user[is_tag] + 1).astype(np.int32),
+                        "movieId": cat.movie_ids[film[is_tag]],
+                        "tag": tag_names[crng.integers(0, tag_names.size, int(is_tag.sum()))],
+                        "timestamp": tag_ts,
+                    }
+                ),
+            )
+        written += user.size
+        elapsed = time.monotonic() - t0
+        eta = elapsed / written * (shape.ratings - written)
+        log.info(
+            "users %d/%d, ratings %d/%d (%.0f%%), %.0fs elapsed, ETA %.0fs",
+            hi, shape.users, written, shape.ratings, 100 * written / shape.ratings, elapsed, eta,
+        )  # fmt: skip
+    log.info("done in %.1fs: %s", time.monotonic() - t0, out)
+    return shape
