@@ -6,9 +6,8 @@
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-import numpy as np
 import pyarrow.csv as pacsv
 
 
@@ -29,7 +28,7 @@ def main(path: str) -> None:
     r = t.rating
     print(f"rating mean {r.mean():.3f} mode {r.mode().iloc[0]}  shares",
           (r.value_counts(normalize=True).sort_index().round(3)).to_dict())
-    to_date = lambda s: datetime.fromtimestamp(int(s), timezone.utc).date()  # noqa: E731
+    to_date = lambda s: datetime.fromtimestamp(int(s), UTC).date()
     print(f"timestamps {to_date(t.timestamp.min())} .. {to_date(t.timestamp.max())}")
     g = movies.genres.str.split("|").explode().value_counts()
     print("genres:", g.head(8).to_dict())

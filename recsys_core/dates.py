@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 
 from recsys_core.errors import ConfigError
 
@@ -18,5 +18,5 @@ def parse_ds(ds: str) -> date:
 def as_of_cutoff(ds: str) -> int:
     """Epoch seconds of the end of ``ds`` (UTC): a run for ``ds`` keeps ``timestamp < cutoff``."""
     day = parse_ds(ds)
-    end = datetime.combine(day + timedelta(days=1), time(0, 0), tzinfo=timezone.utc)
+    end = datetime.combine(day + timedelta(days=1), time(0, 0), tzinfo=UTC)
     return int(end.timestamp())

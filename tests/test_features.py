@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -60,9 +60,8 @@ def warehouse(spark, drop_factory, tmp_path) -> Warehouse:
 
 
 def read(wh: Warehouse, table: str) -> list[dict]:
-    return pq.read_table(f"{wh.features(DS)}/{table}").to_pandas().sort_values(
-        "film_idx" if table == "films" else "user_idx"
-    ).to_dict("records")
+    rows = pq.read_table(f"{wh.features(DS)}/{table}").to_pylist()
+    return sorted(rows, key=lambda r: r["film_idx"] if table == "films" else r["user_idx"])
 
 
 def test_film_vocabulary_content_and_manifest(spark, warehouse):
@@ -100,10 +99,11 @@ def test_user_lists_are_aligned_sorted_and_ready_for_csr(spark, warehouse):
     assert list(u1["film_idx"]) == [0, 1, 2]
     assert list(u1["rating"]) == [3.5, 5.0, 4.0]
     assert list(u1["timestamp"]) == [100, 200, 300]
-    # CSR straight from the lists
-    indptr = np.cumsum([0] + [len(u["film_idx"]) for u in users])
-    indices = np.concatenate([u["film_idx"] for u in users])
-    assert indptr[-1] == 8 and indices.dtype == np.int32
+    # CSR straight from the arrow lists: offsets are indptr, values are indices
+    lists = pq.read_table(f"{warehouse.features(DS)}/users").sort_by("user_idx").column("film_idx").combine_chunks()
+    assert lists.type.value_type == pa.int32()
+    assert lists.offsets.to_numpy().tolist() == [0, 3, 5, 6, 8]
+    assert lists.values.to_numpy().tolist() == [0, 1, 2, 0, 3, 4, 1, 2]
 
 
 def test_min_film_ratings_shrinks_vocabulary_and_keeps_users_with_empty_lists(spark, warehouse):

@@ -78,23 +78,37 @@ def genome_vectors(genome: DataFrame, film_ids: DataFrame, n_tags: int) -> DataF
     return grouped.select("movieId", F.when(complete, values).alias("genome"), complete.alias("complete"))
 
 
-def user_vectors(ratings: DataFrame, films: DataFrame) -> DataFrame:
-    """Every snapshot user with aligned (film_idx, rating, timestamp) lists over the vocabulary."""
-    users = dense_index(ratings.select(F.col("userId").alias("user_id")).distinct(), "user_id", "user_idx")
+RATINGS_PER_USER_FILE = 2_000_000
+
+
+def user_vectors(ratings: DataFrame, films: DataFrame, n_ratings: int) -> DataFrame:
+    """Every snapshot user with aligned (film_idx, rating, timestamp) lists over the vocabulary.
+
+    One shuffle does it all: the dense user index is computed on the user ids alone and
+    broadcast onto the ratings, which are then range-partitioned by ``user_idx``, so the
+    grouping needs no other exchange and each output file holds a contiguous, sorted run
+    of users.
+    """
+    index = dense_index(ratings.select(F.col("userId").alias("user_id")).distinct(), "user_id", "user_idx")
     vocab = films.select(F.col("movie_id").alias("movieId"), "film_idx")
-    in_vocab = ratings.join(F.broadcast(vocab), "movieId")
-    lists = in_vocab.groupBy(F.col("userId").alias("user_id")).agg(
-        F.array_sort(F.collect_list(F.struct("film_idx", "rating", "timestamp"))).alias("r")
+    rated = ratings.join(F.broadcast(vocab), "movieId", "left").join(
+        F.broadcast(index), ratings["userId"] == index["user_id"]
     )
-    empty_int = F.array().cast(T.ArrayType(T.IntegerType()))
-    empty_float = F.array().cast(T.ArrayType(T.FloatType()))
-    empty_long = F.array().cast(T.ArrayType(T.LongType()))
-    return users.join(lists, "user_id", "left").select(
+    entry = F.when(F.col("film_idx").isNotNull(), F.struct("film_idx", "rating", "timestamp"))
+    max_partitions = int(ratings.sparkSession.conf.get("spark.sql.shuffle.partitions"))
+    partitions = max(1, min(max_partitions, -(-n_ratings // RATINGS_PER_USER_FILE)))
+    lists = (
+        rated.repartitionByRange(partitions, "user_idx")
+        .groupBy("user_idx", "user_id")
+        .agg(F.array_sort(F.collect_list(entry)).alias("r"))  # collect_list skips the nulls
+        .sortWithinPartitions("user_idx")
+    )
+    return lists.select(
         "user_idx",
         F.col("user_id").cast("int"),
-        F.coalesce(F.transform("r", lambda x: x["film_idx"]), empty_int).alias("film_idx"),
-        F.coalesce(F.transform("r", lambda x: x["rating"].cast("float")), empty_float).alias("rating"),
-        F.coalesce(F.transform("r", lambda x: x["timestamp"].cast("long")), empty_long).alias("timestamp"),
+        F.transform("r", lambda x: x["film_idx"]).alias("film_idx"),
+        F.transform("r", lambda x: x["rating"].cast("float")).alias("rating"),
+        F.transform("r", lambda x: x["timestamp"].cast("long")).alias("timestamp"),
     )
 
 
@@ -105,6 +119,7 @@ def run_features(spark: SparkSession, warehouse: Warehouse, ds: str, min_film_ra
     snap = warehouse.snapshot(ds)
     if not fs.exists(spark, f"{snap}/manifest.json"):
         raise InputError(f"no snapshot for ds={ds} at {snap}: run ingest for that date first")
+    snapshot_manifest = json.loads(fs.read_text(spark, f"{snap}/manifest.json"))
     ratings = spark.read.parquet(f"{snap}/ratings")
     movies = spark.read.parquet(f"{snap}/movies")
 
@@ -141,8 +156,9 @@ def run_features(spark: SparkSession, warehouse: Warehouse, ds: str, min_film_ra
     try:
         films_out.drop("_genome_complete").coalesce(1).write.mode("overwrite").parquet(f"{staging}/films")
         written_films = spark.read.parquet(f"{staging}/films")
-        users = user_vectors(ratings, written_films)
-        users.orderBy("user_idx").write.mode("overwrite").parquet(f"{staging}/users")
+        n_ratings = snapshot_manifest["files"]["ratings.csv"]["kept"]
+        users = user_vectors(ratings, written_films, n_ratings)
+        users.write.mode("overwrite").parquet(f"{staging}/users")
         manifest = _manifest(spark, staging, ds, min_film_ratings, genres, tag_ids, films_out)
         fs.write_text(spark, f"{staging}/manifest.json", json.dumps(manifest, indent=2, sort_keys=True))
         fs.swap_in(spark, staging, final)
@@ -177,8 +193,8 @@ def _manifest(
         "ds": ds,
         "params": {"min_film_ratings": min_film_ratings},
         "counts": {
-            "films": int(len(film_ids)),
-            "users": int(len(user_ids)),
+            "films": len(film_ids),
+            "users": len(user_ids),
             "users_without_vocabulary_ratings": int(ustats["empty"] or 0),
             "ratings": int(ustats["ratings"] or 0),
             "films_with_genome": int(with_genome),

@@ -11,7 +11,7 @@ import uuid
 from pyspark.sql import SparkSession
 
 
-def _fs_path(spark: SparkSession, path: str):  # noqa: ANN202 - py4j objects
+def _fs_path(spark: SparkSession, path: str):
     jvm = spark.sparkContext._jvm
     hpath = jvm.org.apache.hadoop.fs.Path(path)
     return hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hpath

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -91,7 +91,7 @@ class IngestSummary:
 def _iso(epoch: int | None) -> str | None:
     if epoch is None:
         return None
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
 def _reject_duplicate_ids(df: DataFrame, spec: S.FileSpec, key: str) -> DataFrame:
@@ -190,14 +190,21 @@ class _Run:
         self.reports: dict[str, FileReport] = {}
 
     def checked(self, spec: S.FileSpec, tagged: DataFrame) -> DataFrame:
-        """Write the tagged rows once to scratch parquet and count them by reason."""
+        """Write the tagged rows once to scratch parquet; count them by reason and as-of.
+
+        For files with a timestamp, the same pass counts the valid rows after ``ds``.
+        """
         path = f"{self.work}/{spec.key}"
         tagged.write.mode("overwrite").parquet(path)
         checked = self.spark.read.parquet(path)
-        counts = {r[REASON]: r["n"] for r in checked.groupBy(REASON).agg(F.count("*").alias("n")).collect()}
-        report = FileReport(file=spec.filename, rows_read=sum(counts.values()))
-        report.rejected_by_reason = {k: v for k, v in counts.items() if k is not None}
+        late = F.lit(False)
+        if "timestamp" in spec.column_names:
+            late = F.col(REASON).isNull() & (F.col("timestamp") >= self.cutoff)
+        rows = checked.groupBy(REASON).agg(F.count("*").alias("n"), F.sum(late.cast("long")).alias("late")).collect()
+        report = FileReport(file=spec.filename, rows_read=sum(r["n"] for r in rows))
+        report.rejected_by_reason = {r[REASON]: r["n"] for r in rows if r[REASON] is not None}
         report.rejected = sum(report.rejected_by_reason.values())
+        report.after_ds = sum(r["late"] or 0 for r in rows)
         self.reports[spec.key] = report
         log.info("%s: %s rows read, %s rejected", spec.filename, f"{report.rows_read:,}", f"{report.rejected:,}")
         return checked
@@ -209,16 +216,18 @@ class _Run:
         df.write.mode("overwrite").parquet(f"{self.snapshot_staging}/{key}")
 
 
-def _as_of(run: _Run, key: str, valid: DataFrame) -> DataFrame:
-    before = valid.filter(F.col("timestamp") < run.cutoff)
-    run.reports[key].after_ds = run.reports[key].rows_read - run.reports[key].rejected - before.count()
-    return before
+def _as_of(run: _Run, valid: DataFrame) -> DataFrame:
+    return valid.filter(F.col("timestamp") < run.cutoff)
 
 
 def _latest_per_pair(ratings: DataFrame) -> DataFrame:
-    """One rating per (userId, movieId): the latest; on equal timestamps, the higher rating."""
+    """One rating per (userId, movieId): the latest; on equal timestamps, the higher rating.
+
+    Hash-partitioning by userId first satisfies the grouping by (userId, movieId), so the
+    ratings are shuffled once and the snapshot comes out clustered by user.
+    """
     latest = F.max(F.struct(F.col("timestamp"), F.col("rating"))).alias("last")
-    return ratings.groupBy("userId", "movieId").agg(latest).select(
+    return ratings.repartition("userId").groupBy("userId", "movieId").agg(latest).select(
         "userId", "movieId", F.col("last.rating").alias("rating"), F.col("last.timestamp").alias("timestamp")
     )
 
@@ -253,9 +262,7 @@ def _ingest(run: _Run, frames: dict[str, DataFrame | None], max_reject_share: fl
 
     ratings = run.checked(S.RATINGS, _ratings(frames["ratings"], movie_ids))
     checked["ratings"] = ratings
-    ratings_asof = _as_of(run, "ratings", run.valid(ratings))
-    deduped = _latest_per_pair(ratings_asof)
-    run.keep("ratings", deduped.repartition("userId").sortWithinPartitions("userId", "movieId"))
+    run.keep("ratings", _latest_per_pair(_as_of(run, run.valid(ratings))))
     run.keep("movies", valid_movies.orderBy("movieId"))
 
     if frames["genome_tags"] is not None:
@@ -273,7 +280,7 @@ def _ingest(run: _Run, frames: dict[str, DataFrame | None], max_reject_share: fl
     if frames["tags"] is not None:
         tags = run.checked(S.TAGS, _tags(frames["tags"], movie_ids))
         checked["tags"] = tags
-        run.keep("tags", _as_of(run, "tags", run.valid(tags)))
+        run.keep("tags", _as_of(run, run.valid(tags)))
     if frames["links"] is not None:
         links = run.checked(S.LINKS, _links(frames["links"], movie_ids))
         checked["links"] = links
