@@ -1,0 +1,45 @@
+"""Train the film and user autoencoders on ``features/ds=…`` (torch; GPU when present).
+
+    python jobs/train.py --warehouse DIR --ds YYYY-MM-DD [--epochs N] [--max-minutes M]
+                         [--seed S] [--device auto|cpu|cuda]
+
+Writes ``models/ds=…/`` (weights + manifest.json with validation metrics) and
+``embeddings/ds=…/{users,films}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from recsys_core.entrypoint import run_main
+from recsys_core.paths import Warehouse
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--warehouse", required=True, help="warehouse root (directory or URI)")
+    parser.add_argument("--ds", required=True, help="logical date YYYY-MM-DD")
+    parser.add_argument("--epochs", type=int, default=30, help="most user-AE epochs (default 30)")
+    parser.add_argument("--max-minutes", type=float, default=25.0,
+                        help="wall-time cap of the user-AE loop in minutes (default 25)")
+    parser.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                        help="auto = CUDA when available, else CPU")
+    args = parser.parse_args(argv)
+
+    from recsys_core.training.train import TrainConfig, run_training
+
+    config = TrainConfig(seed=args.seed, device=args.device, max_epochs=args.epochs, max_minutes=args.max_minutes)
+    run = run_training(Warehouse(args.warehouse), args.ds, config)
+    m = run.manifest
+    print(json.dumps({"ds": m["ds"], "device": m["device"], "epochs_run": m["epochs_run"],
+                      "best_epoch": m["best_epoch"], "wall_seconds": m["wall_seconds"],
+                      "metrics": m["metrics"]}, indent=2))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
+

@@ -1,0 +1,96 @@
+"""User autoencoder (Mult-DAE style) whose decoder is tied to the film embeddings.
+
+Encoder: the user's rated films, L2-normalized and (in training) randomly dropped, are
+summed through an ``nn.EmbeddingBag`` (a sparse first layer: no dense users x films
+matrix is ever built), then ``tanh`` and a linear map to the user embedding.
+
+Decoder: ``score(user, film) = user_emb . film_vec[film] + film_bias[film]`` where
+``film_vec = free[film] + content_proj(film_content[film])``. ``film_content`` is the
+film-AE embedding (a frozen buffer), so films with few ratings borrow from their content
+and users and films live in one space. Training maximizes the multinomial log-likelihood
+of the user's films under a softmax over the whole vocabulary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class UserAEConfig:
+    embedding_dim: int = 64
+    hidden_dim: int = 256
+    input_dropout: float = 0.5
+    init_std: float = 0.01
+
+
+@dataclass
+class UserBatch:
+    """A batch of users' films in EmbeddingBag form (flat indices + offsets + weights)."""
+
+    indices: torch.Tensor  # (nnz,) int64 film_idx
+    offsets: torch.Tensor  # (B,) int64 start of each user in ``indices``
+    weights: torch.Tensor  # (nnz,) float32 input weight of each entry
+    rows: torch.Tensor  # (nnz,) int64 row of each entry within the batch (0..B-1)
+
+    @property
+    def size(self) -> int:
+        return self.offsets.shape[0]
+
+    def to(self, device: torch.device | str) -> UserBatch:
+        return UserBatch(*(t.to(device) for t in (self.indices, self.offsets, self.weights, self.rows)))
+
+
+class UserAE(nn.Module):
+    def __init__(self, n_films: int, film_content: torch.Tensor | None, config: UserAEConfig | None = None):
+        super().__init__()
+        self.config = config or UserAEConfig()
+        c = self.config
+        self.n_films = n_films
+        self.encoder_bag = nn.EmbeddingBag(n_films, c.hidden_dim, mode="sum")
+        self.encoder_bias = nn.Parameter(torch.zeros(c.hidden_dim))
+        self.to_embedding = nn.Linear(c.hidden_dim, c.embedding_dim)
+        self.free = nn.Parameter(torch.randn(n_films, c.embedding_dim) * c.init_std)
+        self.film_bias = nn.Parameter(torch.zeros(n_films))
+        content = film_content if film_content is not None else torch.zeros(n_films, 0)
+        if content.shape[0] != n_films:
+            raise ValueError(f"film_content has {content.shape[0]} rows for {n_films} films")
+        self.register_buffer("film_content", content.detach().float().clone())
+        # no content (a data set without any film features): free vectors only
+        self.content_proj = nn.Linear(content.shape[1], c.embedding_dim, bias=False) if content.shape[1] else None
+        nn.init.normal_(self.encoder_bag.weight, std=c.init_std)
+
+    def encode(self, batch: UserBatch) -> torch.Tensor:
+        hidden = self.encoder_bag(batch.indices, batch.offsets, per_sample_weights=batch.weights)
+        return self.to_embedding(torch.tanh(hidden + self.encoder_bias))
+
+    def film_vectors(self) -> torch.Tensor:
+        """(n_films, embedding_dim): each film's output weights in the shared space."""
+        if self.content_proj is None:
+            return self.free
+        return self.free + self.content_proj(self.film_content)
+
+    def scores(self, user_embedding: torch.Tensor) -> torch.Tensor:
+        return user_embedding @ self.film_vectors().T + self.film_bias
+
+    def forward(self, batch: UserBatch) -> torch.Tensor:
+        return self.scores(self.encode(batch))
+
+    @staticmethod
+    def multinomial_nll(logits: torch.Tensor, batch: UserBatch, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean over users of ``-sum_j target_j * log_softmax(logits)_j``.
+
+        The targets are the batch's entries (weight ``targets`` or 1), gathered from the
+        flat logits, so no dense (B, n_films) target matrix is needed:
+        ``sum_j t_j log_softmax_j = sum_j t_j logits_j - (sum_j t_j) * logsumexp(logits)``.
+        """
+        logits = logits.float()
+        n_films = logits.shape[1]
+        t = targets if targets is not None else torch.ones_like(batch.weights)
+        picked = logits.reshape(-1)[batch.rows * n_films + batch.indices]
+        per_row_t = torch.zeros(logits.shape[0], device=logits.device).index_add_(0, batch.rows, t)
+        ll = (picked * t).sum() - (per_row_t * torch.logsumexp(logits, dim=1)).sum()
+        return -ll / logits.shape[0]

@@ -1,0 +1,1 @@
+"""Training: features parquet -> arrays, validation split, metrics, loop, artifacts."""

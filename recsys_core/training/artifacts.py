@@ -1,0 +1,218 @@
+"""Model and embedding artifacts: ``models/ds=…/`` and ``embeddings/ds=…/{users,films}``.
+
+Both are written to a hidden staging sibling and swapped in, so a reader never sees a
+half-written partition and a failed run leaves the previous one in place. Weights are
+state dicts saved by ``torch.save`` and read back with ``weights_only=True`` (no pickled
+code). The manifest records the vocabulary hashes of the features the model was trained
+on; loading against features with other vocabularies raises ``VocabularyMismatch``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import torch
+
+from recsys_core.data.vocab import VocabularyMismatch
+from recsys_core.dates import parse_ds
+from recsys_core.errors import InputError
+from recsys_core.models.film_ae import FilmAE, FilmAEConfig
+from recsys_core.models.user_ae import UserAE, UserAEConfig
+from recsys_core.paths import Warehouse
+
+FILM_WEIGHTS = "film_ae.pt"
+USER_WEIGHTS = "user_ae.pt"
+MANIFEST = "manifest.json"
+# The hashes a model depends on: film_idx order (scores, decoder rows), and the film-AE
+# input layout (genre and genome tag order).
+CHECKED_VOCABULARIES = ("films", "genres", "genome_tags")
+
+
+def models_dir(warehouse: Warehouse, ds: str) -> str:
+    parse_ds(ds)
+    return f"{warehouse.root}/models/ds={ds}"
+
+
+def embeddings_dir(warehouse: Warehouse, ds: str) -> str:
+    parse_ds(ds)
+    return f"{warehouse.root}/embeddings/ds={ds}"
+
+
+# ---------------------------------------------------------------- filesystem helpers
+
+
+def _fs(path: str) -> tuple[pafs.FileSystem, str]:
+    return pafs.FileSystem.from_uri(path)
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+    fs, inner = _fs(path)
+    with fs.open_output_stream(inner) as f:
+        f.write(data)
+
+
+def _read_bytes(path: str) -> bytes:
+    fs, inner = _fs(path)
+    with fs.open_input_stream(inner) as f:
+        return f.read()
+
+
+def _staging(final: str) -> str:
+    parent, name = final.rstrip("/").rsplit("/", 1)
+    return f"{parent}/.staging-{name}-{uuid.uuid4().hex[:8]}"
+
+
+def _swap_in(staging: str, final: str) -> None:
+    """Replace ``final`` by ``staging``; the old one is moved aside until the new one is in."""
+    fs, final_inner = _fs(final)
+    _, staging_inner = _fs(staging)
+    old = None
+    if fs.get_file_info(final_inner).type != pafs.FileType.NotFound:
+        old = _fs(_staging(final) + "-old")[1]
+        fs.move(final_inner, old)
+    try:
+        fs.move(staging_inner, final_inner)
+    except Exception:
+        if old is not None:
+            fs.move(old, final_inner)
+        raise
+    if old is not None:
+        fs.delete_dir(old)
+
+
+def _publish(final: str, write: Callable[[str], None]) -> None:
+    staging = _staging(final)
+    fs, inner = _fs(staging)
+    fs.create_dir(inner, recursive=True)
+    try:
+        write(staging)
+        _swap_in(staging, final)
+    finally:
+        if fs.get_file_info(inner).type != pafs.FileType.NotFound:
+            fs.delete_dir(inner)
+
+
+# ---------------------------------------------------------------- models
+
+
+def _state_bytes(model: torch.nn.Module) -> bytes:
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
+    return buffer.getvalue()
+
+
+def save_models(directory: str, film_model: FilmAE, user_model: UserAE, manifest: dict) -> None:
+    """Publish both state dicts and ``manifest.json`` (which must hold ``vocabulary`` and ``dims``)."""
+    for key in ("vocabulary", "dims", "config"):
+        if key not in manifest:
+            raise ValueError(f"model manifest needs {key!r}")
+
+    def write(staging: str) -> None:
+        _write_bytes(f"{staging}/{FILM_WEIGHTS}", _state_bytes(film_model))
+        _write_bytes(f"{staging}/{USER_WEIGHTS}", _state_bytes(user_model))
+        _write_bytes(f"{staging}/{MANIFEST}", json.dumps(manifest, indent=2, sort_keys=True).encode())
+
+    _publish(directory, write)
+
+
+def model_dims(film_model: FilmAE, user_model: UserAE) -> dict:
+    return {
+        "n_films": user_model.n_films,
+        "n_genome": film_model.n_genome,
+        "n_genres": film_model.n_genres,
+        "n_numeric": film_model.n_numeric,
+        "film_content_dim": int(user_model.film_content.shape[1]),
+    }
+
+
+def check_vocabulary(model_manifest: dict, features_manifest: dict, where: str = "") -> None:
+    """Raise ``VocabularyMismatch`` naming each vocabulary whose hash differs."""
+    trained = model_manifest.get("vocabulary", {})
+    current = features_manifest.get("hashes", {})
+    diffs = [
+        f"{name}: model {trained.get(name)} != features {current.get(name)}"
+        for name in CHECKED_VOCABULARIES
+        if trained.get(name) != current.get(name)
+    ]
+    if diffs:
+        raise VocabularyMismatch(
+            f"model{' at ' + where if where else ''} (trained on features ds={model_manifest.get('ds')}) "
+            f"does not match features ds={features_manifest.get('ds')}: {'; '.join(diffs)}. "
+            "Scores would be misaligned; retrain on these features or use the matching model."
+        )
+
+
+@dataclass
+class LoadedModels:
+    film: FilmAE
+    user: UserAE
+    manifest: dict
+
+
+def load_models(
+    directory: str, features_manifest: dict | None = None, device: torch.device | str = "cpu"
+) -> LoadedModels:
+    """Load ``models/ds=…``; with ``features_manifest``, check vocabularies first."""
+    try:
+        manifest = json.loads(_read_bytes(f"{directory}/{MANIFEST}").decode("utf-8"))
+    except FileNotFoundError as exc:
+        raise InputError(f"no model at {directory}: run the train job for that date first") from exc
+    if features_manifest is not None:
+        check_vocabulary(manifest, features_manifest, directory)
+    dims, config = manifest["dims"], manifest["config"]
+    film = FilmAE(dims["n_genome"], dims["n_genres"], dims["n_numeric"], FilmAEConfig(**config["film"]))
+    user = UserAE(dims["n_films"], torch.zeros(dims["n_films"], dims["film_content_dim"]), UserAEConfig(**config["user"]))
+    for model, name in ((film, FILM_WEIGHTS), (user, USER_WEIGHTS)):
+        state = torch.load(io.BytesIO(_read_bytes(f"{directory}/{name}")), map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+        model.to(device).eval()
+    return LoadedModels(film, user, manifest)
+
+
+# ---------------------------------------------------------------- embeddings
+
+
+def embedding_array(matrix: np.ndarray) -> pa.ListArray:
+    """(n, d) float32 -> ``list<float32>`` without a Python loop."""
+    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    n, d = matrix.shape
+    offsets = pa.array(np.arange(0, n * d + 1, d, dtype=np.int64 if n * d >= 2**31 else np.int32))
+    cls = pa.LargeListArray if n * d >= 2**31 else pa.ListArray
+    return cls.from_arrays(offsets, pa.array(matrix.reshape(-1)))
+
+
+def write_embeddings(
+    directory: str,
+    user_ids: np.ndarray,
+    user_embeddings: np.ndarray,
+    movie_ids: np.ndarray,
+    film_vectors: np.ndarray,
+    film_bias: np.ndarray,
+) -> None:
+    """Publish ``users`` (user_id, embedding) and ``films`` (movie_id, embedding, bias).
+
+    A user's score for a film is ``user.embedding . film.embedding + film.bias``; nearest
+    films to a user by that inner product are the model's recommendations.
+    """
+    users = pa.table({"user_id": pa.array(user_ids, pa.int32()), "embedding": embedding_array(user_embeddings)})
+    films = pa.table({
+        "movie_id": pa.array(movie_ids, pa.int32()),
+        "embedding": embedding_array(film_vectors),
+        "bias": pa.array(np.asarray(film_bias, dtype=np.float32)),
+    })  # fmt: skip
+
+    def write(staging: str) -> None:
+        for name, table in (("users", users), ("films", films)):
+            fs, inner = _fs(f"{staging}/{name}")
+            fs.create_dir(inner, recursive=True)
+            pq.write_table(table, f"{inner}/part-00000.parquet", filesystem=fs, compression="zstd")
+
+    _publish(directory, write)

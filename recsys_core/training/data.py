@@ -1,0 +1,274 @@
+"""Features parquet -> numpy arrays for training, and the validation split.
+
+``users`` becomes a CSR matrix straight from the Arrow list offsets (no Python loop over
+rows); ``films`` becomes dense content matrices (films x tags is small: 58K x 1,128).
+Paths may be local directories or URIs pyarrow understands.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from recsys_core.errors import InputError
+
+
+@dataclass
+class RatingsCSR:
+    """Users x films ratings as CSR: row ``u`` is ``indices[indptr[u]:indptr[u+1]]``."""
+
+    indptr: np.ndarray  # (n_users + 1,) int64
+    indices: np.ndarray  # (nnz,) int64 film_idx
+    ratings: np.ndarray  # (nnz,) float32
+    timestamps: np.ndarray  # (nnz,) int64
+    n_films: int
+
+    @property
+    def n_users(self) -> int:
+        return len(self.indptr) - 1
+
+    @property
+    def counts(self) -> np.ndarray:
+        return np.diff(self.indptr)
+
+    def entry_rows(self) -> np.ndarray:
+        """The user row of every entry."""
+        return np.repeat(np.arange(self.n_users, dtype=np.int64), self.counts)
+
+    def select_entries(self, keep: np.ndarray) -> RatingsCSR:
+        """The same users with only the entries where ``keep`` is true."""
+        kept_before = np.concatenate([[0], np.cumsum(keep, dtype=np.int64)])
+        indptr = kept_before[self.indptr]
+        return RatingsCSR(
+            indptr, self.indices[keep], self.ratings[keep], self.timestamps[keep], self.n_films
+        )
+
+    def todense(self) -> np.ndarray:
+        """Dense ratings (tests and tiny cases only)."""
+        dense = np.zeros((self.n_users, self.n_films), dtype=np.float32)
+        dense[self.entry_rows(), self.indices] = self.ratings
+        return dense
+
+
+def gather_entries(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flat entry positions of ``rows`` (in order) and each row's count, vectorized."""
+    starts, counts = indptr[rows], indptr[rows + 1] - indptr[rows]
+    total = int(counts.sum())
+    row_first = np.cumsum(counts) - counts
+    positions = np.arange(total, dtype=np.int64) - np.repeat(row_first - starts, counts)
+    return positions, counts
+
+
+@dataclass
+class UserFeatures:
+    user_ids: np.ndarray  # (n_users,) int64, in user_idx order
+    csr: RatingsCSR
+
+
+@dataclass
+class FilmFeatures:
+    movie_ids: np.ndarray  # (n_films,) int64, in film_idx order
+    genome: np.ndarray  # (n_films, n_tags) float32, zeros where missing
+    has_genome: np.ndarray  # (n_films,) bool
+    genres: np.ndarray  # (n_films, n_genres) float32
+    numeric: np.ndarray  # (n_films, 3) float32 standardized year, log1p(n_ratings), mean_rating
+
+    @property
+    def n_films(self) -> int:
+        return len(self.movie_ids)
+
+
+def read_json(path: str) -> dict:
+    fs, inner = pafs.FileSystem.from_uri(path)
+    with fs.open_input_stream(inner) as f:
+        return json.loads(f.read().decode("utf-8"))
+
+
+def _list_column(table: pa.Table, name: str) -> tuple[np.ndarray, pa.Array]:
+    """(offsets from 0, flat values) of a list column; null lists count as empty."""
+    arr = table.column(name).combine_chunks()
+    if isinstance(arr, pa.ChunkedArray):  # pyarrow < 16 may keep a chunked array
+        arr = pa.concat_arrays(arr.chunks) if arr.num_chunks else pa.array([], arr.type)
+    offsets = arr.offsets.to_numpy().astype(np.int64)
+    values = arr.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
+    offsets = offsets - offsets[0]
+    if arr.null_count:  # a null list may still cover values in the child array
+        lengths = np.diff(offsets)
+        valid = ~arr.is_null().to_numpy(zero_copy_only=False)
+        if np.any(lengths[~valid]):
+            raise InputError(f"list column {name!r} has null lists with values")
+    return offsets, values
+
+
+def load_users(path: str, n_films: int) -> UserFeatures:
+    table = pq.read_table(path, columns=["user_idx", "user_id", "film_idx", "rating", "timestamp"])
+    idx = table.column("user_idx").to_numpy()
+    if not np.array_equal(idx, np.arange(len(idx))):
+        table = table.sort_by("user_idx")
+        if not np.array_equal(table.column("user_idx").to_numpy(), np.arange(len(idx))):
+            raise InputError(f"{path}: user_idx is not a dense 0..n-1 index")
+    indptr, films = _list_column(table, "film_idx")
+    rating_offsets, ratings = _list_column(table, "rating")
+    ts_offsets, timestamps = _list_column(table, "timestamp")
+    if not (np.array_equal(indptr, rating_offsets) and np.array_equal(indptr, ts_offsets)):
+        raise InputError(f"{path}: film_idx, rating and timestamp lists are not aligned")
+    indices = films.to_numpy(zero_copy_only=False).astype(np.int64)
+    if len(indices) and (indices.min() < 0 or indices.max() >= n_films):
+        raise InputError(f"{path}: film_idx outside the film vocabulary of {n_films} films")
+    csr = RatingsCSR(
+        indptr=indptr,
+        indices=indices,
+        ratings=ratings.to_numpy(zero_copy_only=False).astype(np.float32),
+        timestamps=timestamps.to_numpy(zero_copy_only=False).astype(np.int64),
+        n_films=n_films,
+    )
+    return UserFeatures(table.column("user_id").to_numpy().astype(np.int64), csr)
+
+
+def _fixed_matrix(table: pa.Table, name: str, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Dense (n, width) matrix of a list column whose non-null rows have ``width`` values."""
+    n = table.num_rows
+    arr = table.column(name).combine_chunks()
+    valid = ~arr.is_null().to_numpy(zero_copy_only=False)
+    out = np.zeros((n, width), dtype=np.float32)
+    if width == 0 or not valid.any():
+        return out, valid
+    lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
+    if np.any(lengths[valid] != width):
+        raise InputError(f"films.{name}: expected {width} values per film")
+    out[valid] = pc.list_flatten(arr).to_numpy(zero_copy_only=False).reshape(-1, width)
+    return out, valid
+
+
+def standardize(x: np.ndarray) -> np.ndarray:
+    """Zero mean, unit variance over the finite values; missing (nan) becomes 0 (the mean)."""
+    x = x.astype(np.float64)
+    finite = np.isfinite(x)
+    if not finite.any():
+        return np.zeros_like(x, dtype=np.float32)
+    mean, std = x[finite].mean(), x[finite].std()
+    z = (x - mean) / (std if std > 0 else 1.0)
+    return np.where(finite, z, 0.0).astype(np.float32)
+
+
+def load_films(path: str, n_genres: int, n_tags: int) -> FilmFeatures:
+    cols = ["film_idx", "movie_id", "year", "genres", "genome", "n_ratings", "mean_rating"]
+    table = pq.read_table(path, columns=cols).sort_by("film_idx")
+    if not np.array_equal(table.column("film_idx").to_numpy(), np.arange(table.num_rows)):
+        raise InputError(f"{path}: film_idx is not a dense 0..n-1 index")
+    genome, has_genome = _fixed_matrix(table, "genome", n_tags)
+    genres, _ = _fixed_matrix(table, "genres", n_genres)
+    year = table.column("year").to_numpy(zero_copy_only=False).astype(np.float64)
+    n_ratings = table.column("n_ratings").to_numpy(zero_copy_only=False).astype(np.float64)
+    mean_rating = table.column("mean_rating").to_numpy(zero_copy_only=False).astype(np.float64)
+    numeric = np.stack([standardize(year), standardize(np.log1p(n_ratings)), standardize(mean_rating)], axis=1)
+    return FilmFeatures(
+        movie_ids=table.column("movie_id").to_numpy().astype(np.int64),
+        genome=genome,
+        has_genome=has_genome if n_tags else np.zeros(table.num_rows, dtype=bool),
+        genres=genres,
+        numeric=numeric,
+    )
+
+
+@dataclass
+class Features:
+    manifest: dict
+    users: UserFeatures
+    films: FilmFeatures
+
+
+def load_features(features_dir: str) -> Features:
+    """Read ``features/ds=…``: manifest, films and users (fails clearly when absent)."""
+    try:
+        manifest = read_json(f"{features_dir}/manifest.json")
+    except FileNotFoundError as exc:
+        raise InputError(f"no features at {features_dir}: run the features job for that date first") from exc
+    films = load_films(f"{features_dir}/films", len(manifest["genres"]), len(manifest["genome_tag_ids"]))
+    users = load_users(f"{features_dir}/users", films.n_films)
+    return Features(manifest, users, films)
+
+
+@dataclass
+class Validation:
+    """Validation users: their input is ``train`` minus the hidden entries."""
+
+    users: np.ndarray  # (n_val,) int64 user rows
+    relevant: RatingsCSR  # (n_val rows) hidden entries with rating >= relevant_rating
+    n_hidden: int
+
+
+def split_validation(
+    csr: RatingsCSR,
+    n_users: int,
+    seed: int,
+    holdout_fraction: float = 0.2,
+    min_ratings: int = 5,
+    relevant_rating: float = 4.0,
+) -> tuple[RatingsCSR, Validation]:
+    """Hide the last ``holdout_fraction`` of ratings (by time) of a seeded user sample.
+
+    Candidates have at least ``min_ratings`` ratings; those whose hidden part has no
+    relevant rating are skipped (they cannot score). Returns the training CSR (all users,
+    validation users without their hidden ratings) and the validation targets.
+    """
+    counts = csr.counts
+    candidates = np.flatnonzero(counts >= min_ratings)
+    rng = np.random.default_rng([seed, 7])
+    candidates = rng.permutation(candidates)
+    chosen: list[np.ndarray] = []
+    hidden_pos: list[np.ndarray] = []
+    taken, step = 0, max(2 * n_users, 1)
+    for lo in range(0, len(candidates), step):
+        if taken >= n_users:
+            break
+        block = candidates[lo : lo + step]  # random order
+        by_id = np.argsort(block)
+        good, (h_pos, h_rows) = _hide_last(csr, block[by_id], holdout_fraction, relevant_rating)
+        good = good[np.argsort(by_id[np.searchsorted(block[by_id], good)])][: n_users - taken]
+        chosen.append(good)
+        hidden_pos.append(h_pos[np.isin(h_rows, good)])
+        taken += len(good)
+    val_users = np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+    hidden_all = np.sort(np.concatenate(hidden_pos)) if hidden_pos else np.zeros(0, dtype=np.int64)
+    keep = np.ones(len(csr.indices), dtype=bool)
+    keep[hidden_all] = False
+    train = csr.select_entries(keep)
+    relevant = _relevant_rows(csr, val_users, ~keep, relevant_rating)
+    return train, Validation(val_users, relevant, len(hidden_all))
+
+
+def _hide_last(
+    csr: RatingsCSR, users: np.ndarray, fraction: float, relevant_rating: float
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """For sorted ``users``: those (sorted) with a relevant hidden rating, and the hidden
+    entries as (positions, rows)."""
+    positions, counts = gather_entries(csr.indptr, users)
+    rows = np.repeat(users, counts)
+    order = np.lexsort((csr.indices[positions], csr.timestamps[positions], rows))
+    positions, rows = positions[order], rows[order]
+    first = np.repeat(np.cumsum(counts) - counts, counts)
+    rank = np.arange(len(positions)) - first  # 0 = oldest rating of the user
+    n_hide = np.ceil(counts * fraction).astype(np.int64)
+    hidden = rank >= np.repeat(counts - n_hide, counts)
+    h_pos, h_rows = positions[hidden], rows[hidden]
+    good = np.unique(h_rows[csr.ratings[h_pos] >= relevant_rating])
+    return good, (h_pos, h_rows)
+
+
+def _relevant_rows(csr: RatingsCSR, users: np.ndarray, hidden: np.ndarray, relevant_rating: float) -> RatingsCSR:
+    positions, counts = gather_entries(csr.indptr, users)
+    sub = RatingsCSR(
+        np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        csr.indices[positions],
+        csr.ratings[positions],
+        csr.timestamps[positions],
+        csr.n_films,
+    )
+    return sub.select_entries(hidden[positions] & (csr.ratings[positions] >= relevant_rating))

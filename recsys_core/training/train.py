@@ -1,0 +1,350 @@
+"""The training loop: film AE, then the user AE with early stopping on validation NDCG@10.
+
+Seeded and deterministic on CPU (for a fixed thread count): parameters are initialized
+from ``torch.manual_seed(seed)``, and the epoch shuffles and input-dropout masks come from
+one CPU ``torch.Generator``. On CUDA the loop runs under bf16 autocast, with the loss in
+float32.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from recsys_core.errors import ConfigError
+from recsys_core.models.film_ae import FilmAE, FilmAEConfig, FilmBatch
+from recsys_core.models.user_ae import UserAE, UserAEConfig, UserBatch
+from recsys_core.training.data import FilmFeatures, RatingsCSR, Validation, gather_entries
+from recsys_core.training.metrics import standard_metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 42
+    device: str = "auto"  # auto | cpu | cuda
+    max_epochs: int = 30
+    max_minutes: float = 25.0  # wall-time cap of the user-AE loop (checked after each epoch)
+    patience: int = 3  # epochs without a better validation NDCG@10 before stopping
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    film_epochs: int = 20
+    film_batch_size: int = 512
+    film_lr: float = 1e-3
+    val_users: int = 5000
+    holdout_fraction: float = 0.2
+    min_val_ratings: int = 5
+    relevant_rating: float = 4.0
+    eval_batch_size: int = 1024
+    top_k: int = 100
+    film: FilmAEConfig = field(default_factory=FilmAEConfig)
+    user: UserAEConfig = field(default_factory=UserAEConfig)
+
+    def validate(self) -> None:
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+        for name in ("max_epochs", "batch_size", "val_users", "eval_batch_size", "top_k"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_minutes <= 0:
+            raise ConfigError(f"max_minutes must be > 0, got {self.max_minutes}")
+        if not 0.0 <= self.user.input_dropout < 1.0:
+            raise ConfigError(f"user.input_dropout must be in [0, 1), got {self.user.input_dropout}")
+
+
+def select_device(requested: str = "auto") -> tuple[torch.device, bool]:
+    """(device, use bf16 autocast): CUDA when present (or asked), else CPU."""
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda asked for, but torch sees no CUDA device")
+    if requested not in ("cpu", "cuda"):
+        raise ConfigError(f"--device must be auto, cpu or cuda, got {requested!r}")
+    device = torch.device(requested)
+    return device, device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def autocast(device: torch.device, bf16: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+
+# ---------------------------------------------------------------- film autoencoder
+
+
+def film_batch(films: FilmFeatures) -> FilmBatch:
+    return FilmBatch(
+        torch.from_numpy(films.genome),
+        torch.from_numpy(films.has_genome.astype(np.float32)),
+        torch.from_numpy(films.genres),
+        torch.from_numpy(films.numeric),
+    )
+
+
+def train_film_ae(
+    films: FilmFeatures, config: TrainConfig, device: torch.device, bf16: bool = False
+) -> tuple[FilmAE, torch.Tensor, float]:
+    """Train the film AE; returns (model, standardized film embeddings on CPU, last loss)."""
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    data = film_batch(films).to(device)
+    model = FilmAE(films.genome.shape[1], films.genres.shape[1], films.numeric.shape[1], config.film).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.film_lr, weight_decay=config.weight_decay)
+    n, last = len(data), float("nan")
+    for epoch in range(config.film_epochs):
+        model.train()
+        order = torch.randperm(n, generator=generator).to(device)
+        total = 0.0
+        for lo in range(0, n, config.film_batch_size):
+            with autocast(device, bf16):
+                loss = model.loss(data[order[lo : lo + config.film_batch_size]])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * min(config.film_batch_size, n - lo)
+        last = total / max(n, 1)
+        log.debug("film AE epoch %d loss %.4f", epoch + 1, last)
+    model.eval()
+    with torch.no_grad():
+        emb = model.encode(data).float().cpu()
+    log.info("film AE: %d films, %d epochs, final loss %.4f", n, config.film_epochs, last)
+    return model, standardize_columns(emb), last
+
+
+def standardize_columns(x: torch.Tensor) -> torch.Tensor:
+    """Zero mean, unit variance per column, so the user AE's projection starts well scaled."""
+    if x.shape[0] < 2:
+        return x - x.mean(dim=0, keepdim=True)
+    return (x - x.mean(dim=0, keepdim=True)) / x.std(dim=0, keepdim=True).clamp(min=1e-6)
+
+
+# ---------------------------------------------------------------- user autoencoder
+
+
+def user_batch(
+    csr: RatingsCSR, rows: np.ndarray, dropout: float = 0.0, generator: torch.Generator | None = None
+) -> UserBatch:
+    """EmbeddingBag inputs for ``rows``: L2-normalized binary weights, with input dropout.
+
+    Dropped entries keep weight 0 (they stay in the batch as loss targets); kept ones are
+    scaled by 1 / (1 - dropout) as in inverted dropout.
+    """
+    positions, counts = gather_entries(csr.indptr, rows)
+    norm = 1.0 / np.sqrt(np.maximum(counts, 1)).astype(np.float32)
+    weights = torch.from_numpy(np.repeat(norm, counts))
+    if dropout > 0.0:
+        keep = torch.rand(len(positions), generator=generator) >= dropout
+        weights = weights * keep / (1.0 - dropout)
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    return UserBatch(
+        indices=torch.from_numpy(csr.indices[positions]),
+        offsets=torch.from_numpy(offsets),
+        weights=weights,
+        rows=torch.from_numpy(np.repeat(np.arange(len(rows), dtype=np.int64), counts)),
+    )
+
+
+def top_k_unseen(
+    score_fn: Callable[[UserBatch], torch.Tensor],
+    csr: RatingsCSR,
+    users: np.ndarray,
+    k: int,
+    batch_size: int,
+    device: torch.device,
+) -> np.ndarray:
+    """(len(users), min(k, n_films)) best films per user by ``score_fn``, rated films excluded."""
+    k = min(k, csr.n_films)
+    out = np.zeros((len(users), k), dtype=np.int64)
+    for lo in range(0, len(users), batch_size):
+        batch = user_batch(csr, users[lo : lo + batch_size]).to(device)
+        scores = score_fn(batch).float()
+        scores[batch.rows, batch.indices] = -torch.inf
+        out[lo : lo + batch.size] = torch.topk(scores, k, dim=1).indices.cpu().numpy()
+    return out
+
+
+def popularity_metrics(train: RatingsCSR, validation: Validation, top_k: int, device: torch.device) -> dict:
+    """The baseline: films by number of ratings in the training part, rated films excluded."""
+    counts = torch.from_numpy(np.bincount(train.indices, minlength=train.n_films).astype(np.float32)).to(device)
+
+    def score(batch: UserBatch) -> torch.Tensor:
+        return counts.expand(batch.size, -1).clone()
+
+    top = top_k_unseen(score, train, validation.users, top_k, 4096, device)
+    return standard_metrics(top, validation.relevant)
+
+
+def evaluate(model: UserAE, train: RatingsCSR, validation: Validation, config: TrainConfig,
+             device: torch.device, bf16: bool) -> dict:
+    model.eval()
+
+    def score(batch: UserBatch) -> torch.Tensor:
+        with autocast(device, bf16):
+            return model(batch)
+
+    with torch.no_grad():
+        top = top_k_unseen(score, train, validation.users, config.top_k, config.eval_batch_size, device)
+    return standard_metrics(top, validation.relevant)
+
+
+@dataclass
+class UserTraining:
+    model: UserAE
+    history: list[dict]
+    best_epoch: int
+    metrics: dict
+    seconds: float
+
+
+def train_user_ae(
+    train: RatingsCSR,
+    validation: Validation,
+    film_content: torch.Tensor | None,
+    config: TrainConfig,
+    device: torch.device,
+    bf16: bool = False,
+) -> UserTraining:
+    """Mult-DAE training with early stopping; the returned model holds the best epoch's weights."""
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed + 1)
+    model = UserAE(train.n_films, film_content, config.user).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    rows = np.flatnonzero(train.counts > 0)
+    started = time.monotonic()
+    history: list[dict] = []
+    best: tuple[float, int, dict, dict] | None = None  # ndcg, epoch, state, metrics
+    stale = 0
+    for epoch in range(1, config.max_epochs + 1):
+        t0 = time.monotonic()
+        model.train()
+        order = rows[torch.randperm(len(rows), generator=generator).numpy()]
+        total, seen = 0.0, 0
+        for lo in range(0, len(order), config.batch_size):
+            batch = user_batch(train, order[lo : lo + config.batch_size], config.user.input_dropout, generator)
+            batch = batch.to(device)
+            with autocast(device, bf16):
+                logits = model(batch)
+            loss = UserAE.multinomial_nll(logits, batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * batch.size
+            seen += batch.size
+        train_seconds = time.monotonic() - t0
+        metrics = evaluate(model, train, validation, config, device, bf16)
+        elapsed = time.monotonic() - started
+        epoch_seconds = elapsed / epoch
+        left = min((config.max_epochs - epoch) * epoch_seconds, max(config.max_minutes * 60 - elapsed, 0.0))
+        row = {"epoch": epoch, "loss": total / max(seen, 1), **metrics,
+               "users_per_s": seen / max(train_seconds, 1e-9), "seconds": time.monotonic() - t0}
+        history.append(row)
+        log.info(
+            "epoch %d/%d loss %.4f ndcg@10 %.4f recall@20 %.4f %.0f users/s eta %.0fs",
+            epoch, config.max_epochs, row["loss"], metrics.get("ndcg@10", math.nan),
+            metrics.get("recall@20", math.nan), row["users_per_s"], left,
+        )  # fmt: skip
+        ndcg = metrics.get("ndcg@10", math.nan)
+        if best is None or ndcg > best[0]:
+            best = (ndcg, epoch, copy.deepcopy(model.state_dict()), metrics)
+            stale = 0
+        else:
+            stale += 1
+        if stale >= config.patience and epoch < config.max_epochs:
+            log.info("early stop: no better ndcg@10 for %d epochs (best %.4f at epoch %d)", stale, best[0], best[1])
+            break
+        if elapsed >= config.max_minutes * 60:
+            log.info("time cap of %.1f min reached after epoch %d", config.max_minutes, epoch)
+            break
+    assert best is not None
+    model.load_state_dict(best[2])
+    model.eval()
+    return UserTraining(model, history, best[1], best[3], time.monotonic() - started)
+
+
+def user_embeddings(model: UserAE, csr: RatingsCSR, device: torch.device, batch_size: int = 4096) -> np.ndarray:
+    """(n_users, embedding_dim) float32 embeddings of every user from their full input."""
+    model.eval()
+    out = np.zeros((csr.n_users, model.config.embedding_dim), dtype=np.float32)
+    with torch.no_grad():
+        for lo in range(0, csr.n_users, batch_size):
+            rows = np.arange(lo, min(lo + batch_size, csr.n_users))
+            out[rows] = model.encode(user_batch(csr, rows).to(device)).float().cpu().numpy()
+    return out
+
+
+# ---------------------------------------------------------------- the whole run
+
+
+@dataclass
+class TrainRun:
+    film_model: FilmAE
+    user: UserTraining
+    manifest: dict
+
+
+def run_training(warehouse, ds: str, config: TrainConfig | None = None) -> TrainRun:
+    """Read ``features/ds=…``, train both models, publish ``models/`` and ``embeddings/``."""
+    from dataclasses import asdict
+
+    from recsys_core.training import artifacts
+    from recsys_core.training.data import load_features, split_validation
+
+    config = config or TrainConfig()
+    config.validate()
+    started = time.monotonic()
+    device, bf16 = select_device(config.device)
+    features = load_features(warehouse.features(ds))
+    csr = features.users.csr
+    log.info("features ds=%s: %d users, %d films, %d ratings; device %s%s", ds, csr.n_users,
+             csr.n_films, len(csr.indices), device, " (bf16)" if bf16 else "")  # fmt: skip
+    train, validation = split_validation(
+        csr, config.val_users, config.seed, config.holdout_fraction, config.min_val_ratings, config.relevant_rating
+    )
+    log.info("validation: %d users, %d hidden ratings", len(validation.users), validation.n_hidden)
+    film_model, film_content, film_loss = train_film_ae(features.films, config, device, bf16)
+    user = train_user_ae(train, validation, film_content, config, device, bf16)
+    popularity = popularity_metrics(train, validation, config.top_k, device)
+    log.info("best epoch %d: model %s; popularity %s", user.best_epoch, _fmt(user.metrics), _fmt(popularity))
+
+    manifest = {
+        "ds": ds,
+        "config": asdict(config),
+        "seed": config.seed,
+        "device": str(device),
+        "bf16": bf16,
+        "torch": torch.__version__,
+        "vocabulary": dict(features.manifest["hashes"]),
+        "dims": artifacts.model_dims(film_model, user.model),
+        "counts": {"users": csr.n_users, "films": csr.n_films, "ratings": len(csr.indices),
+                   "validation_users": len(validation.users), "validation_hidden": validation.n_hidden},
+        "film_ae": {"epochs": config.film_epochs, "final_loss": film_loss},
+        "epochs_run": len(user.history),
+        "best_epoch": user.best_epoch,
+        "user_ae_seconds": round(user.seconds, 3),
+        "metrics": {"model": user.metrics, "popularity": popularity},
+        "history": user.history,
+    }  # fmt: skip
+    with torch.no_grad():
+        film_vectors = user.model.film_vectors().float().cpu().numpy()
+        film_bias = user.model.film_bias.float().cpu().numpy()
+    users_emb = user_embeddings(user.model, csr, device)
+    manifest["wall_seconds"] = round(time.monotonic() - started, 3)
+    artifacts.save_models(artifacts.models_dir(warehouse, ds), film_model, user.model, manifest)
+    artifacts.write_embeddings(
+        artifacts.embeddings_dir(warehouse, ds), features.users.user_ids, users_emb,
+        features.films.movie_ids, film_vectors, film_bias,
+    )  # fmt: skip
+    return TrainRun(film_model, user, manifest)
+
+
+def _fmt(metrics: dict) -> str:
+    return " ".join(f"{k} {v:.4f}" for k, v in metrics.items())

@@ -1,0 +1,102 @@
+"""The two autoencoders with real torch on tiny tensors: shapes, masking, the loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from recsys_core.models import FilmAE, FilmAEConfig, UserAE, UserAEConfig
+from recsys_core.models.film_ae import FilmBatch
+from recsys_core.models.user_ae import UserBatch
+
+torch.set_num_threads(1)
+
+
+def films(n: int = 6, n_genome: int = 5, n_genres: int = 3, with_genome: list[int] | None = None) -> FilmBatch:
+    g = torch.Generator().manual_seed(0)
+    has = torch.zeros(n)
+    has[with_genome if with_genome is not None else list(range(0, n, 2))] = 1.0
+    genome = torch.rand(n, n_genome, generator=g) * has.unsqueeze(1)
+    genres = (torch.rand(n, n_genres, generator=g) > 0.5).float()
+    return FilmBatch(genome, has, genres, torch.randn(n, 3, generator=g))
+
+
+def test_film_ae_shapes():
+    torch.manual_seed(0)
+    model = FilmAE(5, 3, 3, FilmAEConfig(embedding_dim=4, hidden_dim=8))
+    emb, (genome, genres, numeric) = model(films())
+    assert emb.shape == (6, 4)
+    assert genome.shape == (6, 5) and genres.shape == (6, 3) and numeric.shape == (6, 3)
+    assert model.loss(films()).ndim == 0
+
+
+def test_film_without_genome_gives_exactly_zero_genome_loss_and_gradient():
+    torch.manual_seed(0)
+    model = FilmAE(5, 3, 3, FilmAEConfig(embedding_dim=4, hidden_dim=8, dropout=0.0))
+    batch = films(with_genome=[])
+    terms = model.loss_terms(batch)
+    assert terms["genome"].item() == 0.0
+    assert terms["genres"].item() > 0.0
+    terms["genome"].backward()
+    assert all(p.grad is None or torch.count_nonzero(p.grad) == 0 for p in model.parameters())
+
+
+def test_genome_loss_counts_only_films_with_genome():
+    torch.manual_seed(0)
+    model = FilmAE(5, 3, 3, FilmAEConfig(embedding_dim=4, hidden_dim=8, dropout=0.0)).eval()
+    batch = films(with_genome=[1, 4])
+    _, (logits, _, _) = model(batch)
+    expected = F.binary_cross_entropy_with_logits(logits[[1, 4]], batch.genome[[1, 4]])
+    assert model.loss_terms(batch)["genome"].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_film_ae_without_genome_or_genres_in_the_data():
+    model = FilmAE(0, 0, 3, FilmAEConfig(embedding_dim=4, hidden_dim=8))
+    batch = FilmBatch(torch.zeros(4, 0), torch.zeros(4), torch.zeros(4, 0), torch.randn(4, 3))
+    terms = model.loss_terms(batch)
+    assert terms["genome"].item() == 0.0 and terms["genres"].item() == 0.0
+    assert model.encode(batch).shape == (4, 4)
+
+
+def user_batch() -> UserBatch:
+    # user 0 rated films 1, 3; user 1 rated nothing; user 2 rated films 0, 2, 4
+    indices = torch.tensor([1, 3, 0, 2, 4])
+    return UserBatch(
+        indices=indices,
+        offsets=torch.tensor([0, 2, 2]),
+        weights=torch.ones(5),
+        rows=torch.tensor([0, 0, 2, 2, 2]),
+    )
+
+
+@pytest.mark.parametrize("content_dim", [0, 3])
+def test_user_ae_shapes(content_dim):
+    torch.manual_seed(0)
+    content = torch.randn(5, content_dim) if content_dim else None
+    model = UserAE(5, content, UserAEConfig(embedding_dim=4, hidden_dim=8))
+    batch = user_batch()
+    assert model.encode(batch).shape == (3, 4)
+    assert model.film_vectors().shape == (5, 4)
+    logits = model(batch)
+    assert logits.shape == (3, 5)
+    assert torch.allclose(logits, model.encode(batch) @ model.film_vectors().T + model.film_bias)
+
+
+def test_film_vectors_use_the_content_projection():
+    torch.manual_seed(0)
+    content = torch.randn(5, 3)
+    model = UserAE(5, content, UserAEConfig(embedding_dim=4, hidden_dim=8))
+    with torch.no_grad():
+        model.free.zero_()
+    assert torch.allclose(model.film_vectors(), content @ model.content_proj.weight.T)
+
+
+def test_multinomial_nll_equals_dense_log_softmax_reference():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 5)
+    batch = user_batch()
+    dense = torch.zeros(3, 5)
+    dense[batch.rows, batch.indices] = 1.0
+    reference = -(F.log_softmax(logits, dim=1) * dense).sum(dim=1).mean()
+    assert UserAE.multinomial_nll(logits, batch).item() == pytest.approx(reference.item(), rel=1e-6)
