@@ -123,9 +123,9 @@ def run_features(spark: SparkSession, warehouse: Warehouse, ds: str, min_film_ra
     ratings = spark.read.parquet(f"{snap}/ratings")
     movies = spark.read.parquet(f"{snap}/movies")
 
-    films = film_vocabulary(ratings, movies, min_film_ratings).cache()
-    genres = genre_vocabulary(films)
-    films = with_content(films, genres)
+    vocabulary = film_vocabulary(ratings, movies, min_film_ratings).cache()
+    genres = genre_vocabulary(vocabulary)
+    films = with_content(vocabulary, genres)
 
     has_genome = fs.exists(spark, f"{snap}/genome") and fs.exists(spark, f"{snap}/genome_tags")
     tag_ids: list[int] = []
@@ -164,7 +164,7 @@ def run_features(spark: SparkSession, warehouse: Warehouse, ds: str, min_film_ra
         fs.swap_in(spark, staging, final)
     finally:
         fs.delete(spark, staging)
-        films.unpersist()
+        vocabulary.unpersist()
     return manifest
 
 

@@ -39,8 +39,6 @@ from recsys_core.spark.validate import (
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_TABLES = ("ratings", "movies", "genome", "genome_tags", "tags", "links")
-
 
 @dataclass
 class FileReport:
@@ -324,7 +322,7 @@ def _write_quarantine(run: _Run, checked: dict[str, DataFrame]) -> None:
     """All rejected rows of this run, with file, reason and the raw record, replacing the last."""
     parts = [
         df.filter(F.col(REASON).isNotNull()).select(
-            F.lit(getattr(S, key.upper()).filename).alias("file"), F.col(REASON), F.col(RECORD)
+            F.lit(run.reports[key].file).alias("file"), F.col(REASON), F.col(RECORD)
         )
         for key, df in checked.items()
     ]
