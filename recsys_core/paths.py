@@ -7,6 +7,7 @@ as a local directory; a local path is made absolute so Spark and Python agree on
 from __future__ import annotations
 
 import os
+import uuid
 from dataclasses import dataclass
 
 from recsys_core.dates import parse_ds
@@ -16,6 +17,12 @@ def normalize_root(root: str) -> str:
     if "://" in root or root.startswith("file:"):
         return root.rstrip("/")
     return os.path.abspath(os.path.expanduser(root))
+
+
+def staging_path(final: str) -> str:
+    """A sibling of ``final`` that table readers skip (``.``-prefixed), unique per call."""
+    parent, name = final.rstrip("/").rsplit("/", 1)
+    return f"{parent}/.staging-{name}-{uuid.uuid4().hex[:8]}"
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,12 @@ class Warehouse:
 
     def features(self, ds: str) -> str:
         return self._part("features", ds)
+
+    def models(self, ds: str) -> str:
+        return self._part("models", ds)
+
+    def embeddings(self, ds: str) -> str:
+        return self._part("embeddings", ds)
 
     def work(self, job: str, ds: str) -> str:
         """Scratch space of one job run; ``_``-prefixed so table readers skip it."""

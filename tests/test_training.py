@@ -203,7 +203,7 @@ def test_same_seed_same_weights_on_cpu(tiny):
 
 def test_run_saves_loads_and_checks_vocabulary(tiny):
     run = run_training(tiny, DS, TINY)
-    model_dir = artifacts.models_dir(tiny, DS)
+    model_dir = tiny.models(DS)
     manifest = json.loads((Path(model_dir) / "manifest.json").read_text())
     features = load_features(tiny.features(DS))
     assert manifest["vocabulary"] == features.manifest["hashes"]
@@ -223,7 +223,7 @@ def test_run_saves_loads_and_checks_vocabulary(tiny):
     with pytest.raises(VocabularyMismatch, match="films: model .* != features 0123456789abcdef"):
         artifacts.load_models(model_dir, other)
 
-    emb = Path(artifacts.embeddings_dir(tiny, DS))
+    emb = Path(tiny.embeddings(DS))
     users = pq.read_table(emb / "users")
     films = pq.read_table(emb / "films")
     assert users.schema.field("embedding").type == pa.list_(pa.float32())

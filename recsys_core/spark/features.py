@@ -22,7 +22,7 @@ from pyspark.sql import types as T
 from recsys_core.data.schemas import NO_GENRES
 from recsys_core.data.vocab import ids_hash, names_hash
 from recsys_core.errors import ConfigError, InputError
-from recsys_core.paths import Warehouse
+from recsys_core.paths import Warehouse, staging_path
 from recsys_core.spark import fs
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ def run_features(spark: SparkSession, warehouse: Warehouse, ds: str, min_film_ra
     ).orderBy("film_idx")
 
     final = warehouse.features(ds)
-    staging = fs.staging_path(final)
+    staging = staging_path(final)
     try:
         films_out.drop("_genome_complete").coalesce(1).write.mode("overwrite").parquet(f"{staging}/films")
         written_films = spark.read.parquet(f"{staging}/films")

@@ -6,9 +6,9 @@ with paths given as URIs.
 
 from __future__ import annotations
 
-import uuid
-
 from pyspark.sql import SparkSession
+
+from recsys_core.paths import staging_path
 
 
 def _fs_path(spark: SparkSession, path: str):
@@ -44,12 +44,6 @@ def write_text(spark: SparkSession, path: str, text: str) -> None:
 
 def read_text(spark: SparkSession, path: str) -> str:
     return "\n".join(r.value for r in spark.read.text(path, wholetext=True).collect())
-
-
-def staging_path(final: str) -> str:
-    """A sibling of ``final`` that readers of the table skip (``.``-prefixed)."""
-    parent, name = final.rstrip("/").rsplit("/", 1)
-    return f"{parent}/.staging-{name}-{uuid.uuid4().hex[:8]}"
 
 
 def swap_in(spark: SparkSession, staging: str, final: str) -> None:

@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 from recsys_core.data import schemas as S
 from recsys_core.dates import as_of_cutoff
 from recsys_core.errors import ConfigError, InputError
-from recsys_core.paths import Warehouse
+from recsys_core.paths import Warehouse, staging_path
 from recsys_core.spark import fs
 from recsys_core.spark.validate import (
     REASON,
@@ -183,7 +183,7 @@ class _Run:
         self.cutoff = as_of_cutoff(ds)
         self.work = warehouse.work("ingest", ds)
         self.snapshot_final = warehouse.snapshot(ds)
-        self.snapshot_staging = fs.staging_path(self.snapshot_final)
+        self.snapshot_staging = staging_path(self.snapshot_final)
         self.quarantine_final = warehouse.quarantine(ds)
         self.reports: dict[str, FileReport] = {}
 
@@ -329,7 +329,7 @@ def _write_quarantine(run: _Run, checked: dict[str, DataFrame]) -> None:
     union = parts[0]
     for part in parts[1:]:
         union = union.unionByName(part)
-    staging = fs.staging_path(run.quarantine_final)
+    staging = staging_path(run.quarantine_final)
     union.orderBy("file", REASON, RECORD).write.mode("overwrite").parquet(staging)
     fs.swap_in(run.spark, staging, run.quarantine_final)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,11 +21,10 @@ import pyarrow.parquet as pq
 import torch
 
 from recsys_core.data.vocab import VocabularyMismatch
-from recsys_core.dates import parse_ds
 from recsys_core.errors import InputError
 from recsys_core.models.film_ae import FilmAE, FilmAEConfig
 from recsys_core.models.user_ae import UserAE, UserAEConfig
-from recsys_core.paths import Warehouse
+from recsys_core.paths import staging_path
 
 FILM_WEIGHTS = "film_ae.pt"
 USER_WEIGHTS = "user_ae.pt"
@@ -34,16 +32,6 @@ MANIFEST = "manifest.json"
 # The hashes a model depends on: film_idx order (scores, decoder rows), and the film-AE
 # input layout (genre and genome tag order).
 CHECKED_VOCABULARIES = ("films", "genres", "genome_tags")
-
-
-def models_dir(warehouse: Warehouse, ds: str) -> str:
-    parse_ds(ds)
-    return f"{warehouse.root}/models/ds={ds}"
-
-
-def embeddings_dir(warehouse: Warehouse, ds: str) -> str:
-    parse_ds(ds)
-    return f"{warehouse.root}/embeddings/ds={ds}"
 
 
 # ---------------------------------------------------------------- filesystem helpers
@@ -65,18 +53,13 @@ def _read_bytes(path: str) -> bytes:
         return f.read()
 
 
-def _staging(final: str) -> str:
-    parent, name = final.rstrip("/").rsplit("/", 1)
-    return f"{parent}/.staging-{name}-{uuid.uuid4().hex[:8]}"
-
-
 def _swap_in(staging: str, final: str) -> None:
     """Replace ``final`` by ``staging``; the old one is moved aside until the new one is in."""
     fs, final_inner = _fs(final)
     _, staging_inner = _fs(staging)
     old = None
     if fs.get_file_info(final_inner).type != pafs.FileType.NotFound:
-        old = _fs(_staging(final) + "-old")[1]
+        old = _fs(staging_path(final) + "-old")[1]
         fs.move(final_inner, old)
     try:
         fs.move(staging_inner, final_inner)
@@ -89,7 +72,7 @@ def _swap_in(staging: str, final: str) -> None:
 
 
 def _publish(final: str, write: Callable[[str], None]) -> None:
-    staging = _staging(final)
+    staging = staging_path(final)
     fs, inner = _fs(staging)
     fs.create_dir(inner, recursive=True)
     try:

@@ -338,9 +338,9 @@ def run_training(warehouse, ds: str, config: TrainConfig | None = None) -> Train
         film_bias = user.model.film_bias.float().cpu().numpy()
     users_emb = user_embeddings(user.model, csr, device)
     manifest["wall_seconds"] = round(time.monotonic() - started, 3)
-    artifacts.save_models(artifacts.models_dir(warehouse, ds), film_model, user.model, manifest)
+    artifacts.save_models(warehouse.models(ds), film_model, user.model, manifest)
     artifacts.write_embeddings(
-        artifacts.embeddings_dir(warehouse, ds), features.users.user_ids, users_emb,
+        warehouse.embeddings(ds), features.users.user_ids, users_emb,
         features.films.movie_ids, film_vectors, film_bias,
     )  # fmt: skip
     return TrainRun(film_model, user, manifest)
