@@ -1,7 +1,8 @@
 """Train the film and user autoencoders on ``features/ds=…`` (torch; GPU when present).
 
     python jobs/train.py --warehouse DIR --ds YYYY-MM-DD [--epochs N] [--max-minutes M]
-                         [--seed S] [--device auto|cpu|cuda]
+                         [--seed S] [--device auto|cpu|cuda] [--batch-size B] [--lr LR]
+                         [--sampled-softmax auto|on|off]
 
 Writes ``models/ds=…/`` (weights + manifest.json with validation metrics) and
 ``embeddings/ds=…/{users,films}``.
@@ -21,17 +22,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--warehouse", required=True, help="warehouse root (directory or URI)")
     parser.add_argument("--ds", required=True, help="logical date YYYY-MM-DD")
-    parser.add_argument("--epochs", type=int, default=30, help="most user-AE epochs (default 30)")
+    parser.add_argument("--epochs", type=int, default=50, help="most user-AE epochs (default 50)")
     parser.add_argument("--max-minutes", type=float, default=25.0,
                         help="wall-time cap of the user-AE loop in minutes (default 25)")
     parser.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                         help="auto = CUDA when available, else CPU")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="users per batch (default: about 64 steps per epoch, 32..1024)")
+    parser.add_argument("--lr", type=float, default=None, help="user-AE learning rate")
+    parser.add_argument("--sampled-softmax", default="auto", choices=["auto", "on", "off"],
+                        help="auto = sampled on CPU for vocabularies over 20,000 films")
     args = parser.parse_args(argv)
 
     from recsys_core.training.train import TrainConfig, run_training
 
-    config = TrainConfig(seed=args.seed, device=args.device, max_epochs=args.epochs, max_minutes=args.max_minutes)
+    config = TrainConfig(seed=args.seed, device=args.device, max_epochs=args.epochs, max_minutes=args.max_minutes,
+                         batch_size=args.batch_size, sampled_softmax=args.sampled_softmax)
+    if args.lr is not None:
+        config.lr = args.lr
     run = run_training(Warehouse(args.warehouse), args.ds, config)
     m = run.manifest
     print(json.dumps({"ds": m["ds"], "device": m["device"], "epochs_run": m["epochs_run"],

@@ -100,3 +100,21 @@ def test_multinomial_nll_equals_dense_log_softmax_reference():
     dense[batch.rows, batch.indices] = 1.0
     reference = -(F.log_softmax(logits, dim=1) * dense).sum(dim=1).mean()
     assert UserAE.multinomial_nll(logits, batch).item() == pytest.approx(reference.item(), rel=1e-6)
+
+
+def test_sampled_softmax_is_exact_when_every_film_is_drawn_once():
+    """With negatives = the whole vocabulary once, the estimated normalizer is the exact one."""
+    torch.manual_seed(0)
+    model = UserAE(12, torch.randn(12, 3), UserAEConfig(embedding_dim=4, hidden_dim=8))
+    batch = UserBatch(
+        indices=torch.tensor([0, 3, 5, 3, 7, 11]), offsets=torch.tensor([0, 3, 5]),
+        weights=torch.ones(6), rows=torch.tensor([0, 0, 0, 1, 1, 2]),
+    )  # fmt: skip
+    exact = UserAE.multinomial_nll(model(batch), batch)
+    sampled = model.sampled_multinomial_nll(batch, torch.arange(12))
+    assert sampled.item() == pytest.approx(exact.item(), rel=1e-5)
+    fewer = model.sampled_multinomial_nll(batch, torch.tensor([1, 2, 4, 6]))
+    assert torch.isfinite(fewer) and fewer.item() != pytest.approx(exact.item(), rel=1e-3)  # an estimate
+    # only the batch's films and the drawn ones get a gradient
+    fewer.backward()
+    assert model.free.grad[[0, 1, 3]].abs().sum() > 0 and model.free.grad[[8, 9, 10]].abs().sum() == 0

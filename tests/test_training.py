@@ -21,6 +21,7 @@ import torch
 
 from recsys_core.data.vocab import VocabularyMismatch, ids_hash, names_hash
 from recsys_core.entrypoint import run_main
+from recsys_core.errors import ConfigError
 from recsys_core.models import FilmAEConfig, UserAEConfig
 from recsys_core.paths import Warehouse
 from recsys_core.training import artifacts
@@ -28,10 +29,12 @@ from recsys_core.training.data import RatingsCSR, load_features, load_users, spl
 from recsys_core.training.metrics import ndcg_recall
 from recsys_core.training.train import (
     TrainConfig,
+    auto_batch_size,
     run_training,
     select_device,
     train_film_ae,
     train_user_ae,
+    use_sampled_softmax,
     user_batch,
 )
 
@@ -184,6 +187,24 @@ def test_device_selection():
     assert device.type == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def test_batch_size_and_softmax_choice():
+    assert auto_batch_size(610) == 32 and auto_batch_size(5_600) == 87 and auto_batch_size(283_228) == 1024
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert use_sampled_softmax(TrainConfig(), 53_215, cpu) and not use_sampled_softmax(TrainConfig(), 9_724, cpu)
+    assert not use_sampled_softmax(TrainConfig(), 53_215, cuda)
+    assert use_sampled_softmax(TrainConfig(sampled_softmax="on"), 10, cuda)
+    assert not use_sampled_softmax(TrainConfig(sampled_softmax="off"), 10**6, cpu)
+    with pytest.raises(ConfigError, match="sampled_softmax"):
+        TrainConfig(sampled_softmax="maybe").validate()
+
+
+def test_time_cap_stops_inside_the_first_epoch(tiny):
+    run = run_training(tiny, DS, replace(TINY, max_epochs=50, max_minutes=1e-9))
+    history = run.manifest["history"]
+    assert run.manifest["epochs_run"] == 1 and history[0]["users_per_s"] > 0
+    assert history[0]["seconds"] < 60
+
+
 def train_once(wh: Warehouse, config: TrainConfig):
     features = load_features(wh.features(DS))
     train, val = split_validation(features.users.csr, config.val_users, config.seed)
@@ -265,9 +286,12 @@ def test_user_ae_beats_popularity_on_generated_data(spark, tmp_path):
     wh = Warehouse(str(tmp_path / "wh"))
     run_ingest(spark, str(raw), wh, DS)
     run_features(spark, wh, DS)
-    # 850 users: small batches give enough optimizer steps per epoch (~8 s of training)
-    config = TrainConfig(seed=1, device="cpu", max_epochs=40, patience=5, batch_size=32, lr=3e-3,
-                         film_epochs=5, val_users=200, user=UserAEConfig(input_dropout=0.3))  # fmt: skip
-    metrics = run_training(wh, DS, config).manifest["metrics"]
-    print(f"\nvalidation model {metrics['model']} popularity {metrics['popularity']}")
-    assert metrics["model"]["ndcg@10"] >= 1.5 * metrics["popularity"]["ndcg@10"]
+    # the shipped defaults, with fewer epochs; exact and sampled softmax (850 users, ~20 s each)
+    for sampled in ("off", "on"):
+        config = TrainConfig(seed=1, device="cpu", max_epochs=30, film_epochs=5, val_users=200,
+                             sampled_softmax=sampled, negatives=256)  # fmt: skip
+        manifest = run_training(wh, DS, config).manifest
+        metrics = manifest["metrics"]
+        print(f"\n{sampled}: validation model {metrics['model']} popularity {metrics['popularity']}")
+        assert manifest["sampled_softmax"] == (sampled == "on")
+        assert metrics["model"]["ndcg@10"] >= 1.5 * metrics["popularity"]["ndcg@10"]

@@ -8,11 +8,15 @@ Decoder: ``score(user, film) = user_emb . film_vec[film] + film_bias[film]`` whe
 ``film_vec = free[film] + content_proj(film_content[film])``. ``film_content`` is the
 film-AE embedding (a frozen buffer), so films with few ratings borrow from their content
 and users and films live in one space. Training maximizes the multinomial log-likelihood
-of the user's films under a softmax over the whole vocabulary.
+of the user's films under a softmax over the whole vocabulary: exactly
+(``multinomial_nll``), or with the softmax normalizer estimated from the batch's films plus
+uniformly sampled others (``sampled_multinomial_nll``), which is what makes a CPU epoch over
+the full release affordable (see its docstring).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -67,11 +71,15 @@ class UserAE(nn.Module):
         hidden = self.encoder_bag(batch.indices, batch.offsets, per_sample_weights=batch.weights)
         return self.to_embedding(torch.tanh(hidden + self.encoder_bias))
 
-    def film_vectors(self) -> torch.Tensor:
-        """(n_films, embedding_dim): each film's output weights in the shared space."""
+    def film_vectors(self, films: torch.Tensor | None = None) -> torch.Tensor:
+        """(n, embedding_dim): output weights in the shared space of ``films`` (default all)."""
+        if films is None:
+            if self.content_proj is None:
+                return self.free
+            return self.free + self.content_proj(self.film_content)
         if self.content_proj is None:
-            return self.free
-        return self.free + self.content_proj(self.film_content)
+            return self.free[films]
+        return self.free[films] + self.content_proj(self.film_content[films])
 
     def scores(self, user_embedding: torch.Tensor) -> torch.Tensor:
         return user_embedding @ self.film_vectors().T + self.film_bias
@@ -94,3 +102,29 @@ class UserAE(nn.Module):
         per_row_t = torch.zeros(logits.shape[0], device=logits.device).index_add_(0, batch.rows, t)
         ll = (picked * t).sum() - (per_row_t * torch.logsumexp(logits, dim=1)).sum()
         return -ll / logits.shape[0]
+
+    def sampled_multinomial_nll(self, batch: UserBatch, negatives: torch.Tensor) -> torch.Tensor:
+        """``multinomial_nll`` with the softmax normalizer estimated on a candidate set.
+
+        The exact loss needs every user's logit for every film (users x films per epoch),
+        which dominates a CPU epoch at full scale. Here the logits are computed only for
+        the batch's films ``P`` (every target, and the exact negatives they give the other
+        users in the batch) and for ``negatives``: ``m`` films drawn uniformly with
+        replacement from the whole vocabulary. For each user,
+        ``Z = sum_{j in P} e^l_j + sum_{j not in P} e^l_j`` and the second sum is estimated
+        without bias by ``n_films / m * sum_{s in negatives, s not in P} e^l_s``; the loss
+        uses ``log`` of that estimate. Scoring and validation always use the exact softmax.
+        """
+        films, position = torch.unique(batch.indices, return_inverse=True)
+        in_batch = torch.zeros(self.n_films, dtype=torch.bool, device=films.device)
+        in_batch[films] = True
+        user = self.encode(batch)
+        batch_logits = (user @ self.film_vectors(films).T + self.film_bias[films]).float()
+        sampled_logits = (user @ self.film_vectors(negatives).T + self.film_bias[negatives]).float()
+        log_w = torch.where(in_batch[negatives], -torch.inf, math.log(self.n_films / max(len(negatives), 1)))
+        log_z = torch.logaddexp(
+            torch.logsumexp(batch_logits, dim=1), torch.logsumexp(sampled_logits + log_w, dim=1)
+        )
+        picked = batch_logits[batch.rows, position]
+        per_row = torch.zeros(batch.size, device=picked.device).index_add_(0, batch.rows, torch.ones_like(picked))
+        return -(picked.sum() - (per_row * log_z).sum()) / batch.size

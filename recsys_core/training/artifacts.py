@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import torch
 
 from recsys_core.data.vocab import VocabularyMismatch
 from recsys_core.errors import InputError
+from recsys_core.fs_swap import filesystem as _fs
+from recsys_core.fs_swap import publish_dir as _publish
 from recsys_core.models.film_ae import FilmAE, FilmAEConfig
 from recsys_core.models.user_ae import UserAE, UserAEConfig
-from recsys_core.paths import staging_path
 
 FILM_WEIGHTS = "film_ae.pt"
 USER_WEIGHTS = "user_ae.pt"
@@ -37,10 +36,6 @@ CHECKED_VOCABULARIES = ("films", "genres", "genome_tags")
 # ---------------------------------------------------------------- filesystem helpers
 
 
-def _fs(path: str) -> tuple[pafs.FileSystem, str]:
-    return pafs.FileSystem.from_uri(path)
-
-
 def _write_bytes(path: str, data: bytes) -> None:
     fs, inner = _fs(path)
     with fs.open_output_stream(inner) as f:
@@ -51,36 +46,6 @@ def _read_bytes(path: str) -> bytes:
     fs, inner = _fs(path)
     with fs.open_input_stream(inner) as f:
         return f.read()
-
-
-def _swap_in(staging: str, final: str) -> None:
-    """Replace ``final`` by ``staging``; the old one is moved aside until the new one is in."""
-    fs, final_inner = _fs(final)
-    _, staging_inner = _fs(staging)
-    old = None
-    if fs.get_file_info(final_inner).type != pafs.FileType.NotFound:
-        old = _fs(staging_path(final) + "-old")[1]
-        fs.move(final_inner, old)
-    try:
-        fs.move(staging_inner, final_inner)
-    except Exception:
-        if old is not None:
-            fs.move(old, final_inner)
-        raise
-    if old is not None:
-        fs.delete_dir(old)
-
-
-def _publish(final: str, write: Callable[[str], None]) -> None:
-    staging = staging_path(final)
-    fs, inner = _fs(staging)
-    fs.create_dir(inner, recursive=True)
-    try:
-        write(staging)
-        _swap_in(staging, final)
-    finally:
-        if fs.get_file_info(inner).type != pafs.FileType.NotFound:
-            fs.delete_dir(inner)
 
 
 # ---------------------------------------------------------------- models

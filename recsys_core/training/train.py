@@ -26,16 +26,17 @@ from recsys_core.training.data import FilmFeatures, RatingsCSR, Validation, gath
 from recsys_core.training.metrics import standard_metrics
 
 log = logging.getLogger(__name__)
+PROGRESS_SECONDS = 30.0  # a progress line inside a user-AE epoch at most this often
 
 
 @dataclass
 class TrainConfig:
     seed: int = 42
     device: str = "auto"  # auto | cpu | cuda
-    max_epochs: int = 30
-    max_minutes: float = 25.0  # wall-time cap of the user-AE loop (checked after each epoch)
-    patience: int = 3  # epochs without a better validation NDCG@10 before stopping
-    batch_size: int = 256
+    max_epochs: int = 50
+    max_minutes: float = 25.0  # wall-time cap of the user-AE loop (checked before every batch)
+    patience: int = 8  # epochs without a better validation NDCG@10 before stopping
+    batch_size: int | None = None  # None: auto_batch_size(number of training users)
     lr: float = 1e-3
     weight_decay: float = 0.0
     film_epochs: int = 20
@@ -47,13 +48,22 @@ class TrainConfig:
     relevant_rating: float = 4.0
     eval_batch_size: int = 1024
     top_k: int = 100
+    # "auto": the sampled softmax on CPU when the vocabulary exceeds sampled_min_films
+    # films (full release: ~5x faster epochs), the exact softmax otherwise; "on" / "off".
+    sampled_softmax: str = "auto"
+    sampled_min_films: int = 20_000
+    negatives: int = 4096  # uniformly drawn films per batch for the sampled softmax
     film: FilmAEConfig = field(default_factory=FilmAEConfig)
     user: UserAEConfig = field(default_factory=UserAEConfig)
 
     def validate(self) -> None:
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"--device must be auto, cpu or cuda, got {self.device!r}")
-        for name in ("max_epochs", "batch_size", "val_users", "eval_batch_size", "top_k"):
+        if self.sampled_softmax not in ("auto", "on", "off"):
+            raise ConfigError(f"sampled_softmax must be auto, on or off, got {self.sampled_softmax!r}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        for name in ("max_epochs", "val_users", "eval_batch_size", "top_k", "negatives"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_minutes <= 0:
@@ -72,6 +82,27 @@ def select_device(requested: str = "auto") -> tuple[torch.device, bool]:
         raise ConfigError(f"--device must be auto, cpu or cuda, got {requested!r}")
     device = torch.device(requested)
     return device, device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def auto_batch_size(n_users: int) -> int:
+    """About 64 steps per epoch, between 32 and 1024 users per batch.
+
+    Small data needs small batches to take enough steps per epoch (610 users at 256 per
+    batch learn little in 30 epochs); at full scale, 1,024 users per batch keep the
+    per-step overhead (optimizer over the dense encoder/decoder tables) small.
+    """
+    return int(min(1024, max(32, n_users // 64)))
+
+
+def use_sampled_softmax(config: TrainConfig, n_films: int, device: torch.device) -> bool:
+    if config.sampled_softmax == "auto":
+        return device.type == "cpu" and n_films > config.sampled_min_films
+    return config.sampled_softmax == "on"
+
+
+def adamw(params, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with the fused kernel (CPU and CUDA): about 8x faster steps over 17M weights."""
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
 
 
 def autocast(device: torch.device, bf16: bool):
@@ -98,7 +129,7 @@ def train_film_ae(
     generator = torch.Generator().manual_seed(config.seed)
     data = film_batch(films).to(device)
     model = FilmAE(films.genome.shape[1], films.genres.shape[1], films.numeric.shape[1], config.film).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.film_lr, weight_decay=config.weight_decay)
+    optimizer = adamw(model.parameters(), config.film_lr, config.weight_decay)
     n, last = len(data), float("nan")
     for epoch in range(config.film_epochs):
         model.train()
@@ -203,6 +234,8 @@ class UserTraining:
     best_epoch: int
     metrics: dict
     seconds: float
+    batch_size: int
+    sampled_softmax: bool
 
 
 def train_user_ae(
@@ -217,8 +250,12 @@ def train_user_ae(
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed + 1)
     model = UserAE(train.n_films, film_content, config.user).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = adamw(model.parameters(), config.lr, config.weight_decay)
     rows = np.flatnonzero(train.counts > 0)
+    batch_size = config.batch_size or auto_batch_size(len(rows))
+    sampled = use_sampled_softmax(config, train.n_films, device)
+    log.info("user AE: %d training users, batch %d, %s softmax%s", len(rows), batch_size,
+             "sampled" if sampled else "exact", f" ({config.negatives} negatives)" if sampled else "")  # fmt: skip
     started = time.monotonic()
     history: list[dict] = []
     best: tuple[float, int, dict, dict] | None = None  # ndcg, epoch, state, metrics
@@ -227,18 +264,29 @@ def train_user_ae(
         t0 = time.monotonic()
         model.train()
         order = rows[torch.randperm(len(rows), generator=generator).numpy()]
-        total, seen = 0.0, 0
-        for lo in range(0, len(order), config.batch_size):
-            batch = user_batch(train, order[lo : lo + config.batch_size], config.user.input_dropout, generator)
+        total, seen, last_log = 0.0, 0, t0
+        for lo in range(0, len(order), batch_size):
+            if seen and time.monotonic() - started >= config.max_minutes * 60:
+                log.info("time cap of %.1f min reached inside epoch %d after %d users", config.max_minutes, epoch, seen)
+                break
+            batch = user_batch(train, order[lo : lo + batch_size], config.user.input_dropout, generator)
             batch = batch.to(device)
             with autocast(device, bf16):
-                logits = model(batch)
-            loss = UserAE.multinomial_nll(logits, batch)
+                if sampled:
+                    negatives = torch.randint(train.n_films, (config.negatives,), generator=generator)
+                    loss = model.sampled_multinomial_nll(batch, negatives.to(device))
+                else:
+                    loss = UserAE.multinomial_nll(model(batch), batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             total += loss.item() * batch.size
             seen += batch.size
+            if time.monotonic() - last_log >= PROGRESS_SECONDS:
+                last_log = time.monotonic()
+                rate = seen / (last_log - t0)
+                log.info("epoch %d: %d/%d users, %.0f users/s, epoch eta %.0fs", epoch, seen, len(order), rate,
+                         (len(order) - seen) / max(rate, 1e-9))  # fmt: skip
         train_seconds = time.monotonic() - t0
         metrics = evaluate(model, train, validation, config, device, bf16)
         elapsed = time.monotonic() - started
@@ -267,7 +315,7 @@ def train_user_ae(
     assert best is not None
     model.load_state_dict(best[2])
     model.eval()
-    return UserTraining(model, history, best[1], best[3], time.monotonic() - started)
+    return UserTraining(model, history, best[1], best[3], time.monotonic() - started, batch_size, sampled)
 
 
 def user_embeddings(model: UserAE, csr: RatingsCSR, device: torch.device, batch_size: int = 4096) -> np.ndarray:
@@ -327,6 +375,8 @@ def run_training(warehouse, ds: str, config: TrainConfig | None = None) -> Train
         "counts": {"users": csr.n_users, "films": csr.n_films, "ratings": len(csr.indices),
                    "validation_users": len(validation.users), "validation_hidden": validation.n_hidden},
         "film_ae": {"epochs": config.film_epochs, "final_loss": film_loss},
+        "batch_size": user.batch_size,
+        "sampled_softmax": user.sampled_softmax,
         "epochs_run": len(user.history),
         "best_epoch": user.best_epoch,
         "user_ae_seconds": round(user.seconds, 3),
