@@ -51,6 +51,17 @@ class Warehouse:
     def embeddings(self, ds: str) -> str:
         return self._part("embeddings", ds)
 
+    def recommendations(self, ds: str) -> str:
+        return self._part("recommendations", ds)
+
+    def recommendations_staging(self, ds: str) -> str:
+        """Where scoring leaves a partition for publish to check and swap in; ``_`` hides it."""
+        return self._part("_staging/recommendations", ds)
+
+    def metrics(self, ds: str) -> str:
+        """The run record of ``ds`` (``run.json``: counts, validation metrics, durations)."""
+        return self._part("metrics", ds)
+
     def work(self, job: str, ds: str) -> str:
         """Scratch space of one job run; ``_``-prefixed so table readers skip it."""
         return self._part(f"_work/{job}", ds)

@@ -58,3 +58,19 @@ def drop_factory(tmp_path):
         return write_drop(tmp_path / f"drop{next(counter)}", files, newline)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server for the session. Missing binaries skip, but fail under CI."""
+    from .pg import PostgresServer, find_bin_dir
+
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        message = "PostgreSQL server binaries (initdb, pg_ctl) not found: run scripts/ensure_postgres.sh"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
+    server = PostgresServer(bin_dir).start()
+    yield server
+    server.stop()

@@ -1,0 +1,439 @@
+"""Publishing the recommendations table with real backends: Parquet, SQLite and PostgreSQL.
+
+PostgreSQL is a real server started for the session (``postgres_server`` in conftest):
+skipped when its binaries are missing, a failure under CI. Faults are injected through
+``run_publish``'s hook, never by mocking a backend.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import shutil
+import sqlite3
+import subprocess
+import threading
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psycopg
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from recsys_core.errors import ConfigError, InputError
+from recsys_core.paths import Warehouse
+from recsys_core.publish.contract import CHECK_FILE
+from recsys_core.publish.publish import run_publish
+from recsys_core.publish.sql import open_sink, redact_url
+
+from .conftest import ROOT, VENV_BIN
+from .pg import PASSWORD
+
+DS1, DS2, DS3, DS4 = "2018-09-27", "2018-09-28", "2018-09-29", "2018-09-30"
+SELECT = "SELECT ds, user_id, rank, movie_id, score, source, model_version FROM {} ORDER BY ds, user_id, rank"
+
+
+class Boom(Exception):
+    pass
+
+
+# ---------------------------------------------------------------- staged data
+
+
+def make_recs(n_users: int = 40, n: int = 8, version: str = "v1", seed: int = 0) -> pa.Table:
+    """A small table in the contract: every user has ranks 1..n, some from popularity."""
+    rng = np.random.default_rng(seed)
+    user_ids = np.repeat(np.arange(1, n_users + 1, dtype=np.int32) * 7, n)
+    size = n_users * n
+    return pa.table({
+        "user_id": user_ids,
+        "rank": np.tile(np.arange(1, n + 1, dtype=np.int16), n_users),
+        "movie_id": rng.integers(1, 200_000, size).astype(np.int32),
+        "score": (rng.standard_normal(size) * 3).astype(np.float32),
+        "source": np.where(user_ids % 5 == 0, "popularity", "model"),
+        "model_version": [version] * size,
+    })  # fmt: skip
+
+
+def stage(wh: Path, ds: str, table: pa.Table, files: int = 3, checked: bool = True) -> Path:
+    """Write ``table`` as the scoring job would (several parquet files plus files to skip),
+    with the quality gate's pass mark unless ``checked`` is false."""
+    path = Path(Warehouse(str(wh)).recommendations_staging(ds))
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    bounds = np.linspace(0, table.num_rows, files + 1).astype(int)
+    for i in range(files):
+        pq.write_table(table.slice(bounds[i], bounds[i + 1] - bounds[i]), path / f"part-{i:05d}.parquet")
+    (path / "_tmp").write_text("not parquet")
+    (path / ".part-00000.parquet.crc").write_bytes(b"\x00crc")
+    if checked:
+        (path / CHECK_FILE).write_text('{"passed": true}')
+    return path
+
+
+def expected(ds: str, table: pa.Table) -> list[tuple]:
+    rows = [(ds, *row.values()) for row in table.to_pylist()]
+    return sorted(rows, key=lambda r: (r[0], r[1], r[2]))
+
+
+# ---------------------------------------------------------------- reading back
+
+
+def parquet_rows(wh: Path) -> list[tuple]:
+    """The whole Parquet table through pandas, ds from the hive partition directories."""
+    table_dir = wh / "recommendations"
+    if not table_dir.exists():
+        return []
+    frames = []
+    for part in sorted(table_dir.glob("ds=*")):
+        frame = pd.read_parquet(part)
+        assert [str(t) for t in frame.dtypes] == ["int32", "int16", "int32", "float32", "object", "object"]
+        frame.insert(0, "ds", part.name[3:])
+        frames.append(frame)
+    if not frames:
+        return []
+    rows = pd.concat(frames).itertuples(index=False, name=None)
+    return sorted(((ds, int(u), int(r), int(m), float(s), src, v) for ds, u, r, m, s, src, v in rows),
+                  key=lambda r: (r[0], r[1], r[2]))  # fmt: skip
+
+
+def parquet_files(wh: Path) -> dict[str, bytes]:
+    """Every file under the table directory, hidden ones included, with its bytes."""
+    root = wh / "recommendations"
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@dataclass
+class Backend:
+    name: str
+    url: str
+
+    def connect(self):
+        if self.name == "sqlite":
+            return sqlite3.connect(self.url[len("sqlite:///"):], isolation_level=None)
+        return psycopg.connect(self.url, autocommit=True)
+
+    def rows(self, relation: str = "recommendations") -> list[tuple]:
+        conn = self.connect()
+        try:
+            result = conn.execute(SELECT.format(relation)).fetchall()
+        finally:
+            conn.close()
+        # psycopg parses real (float4) from its shortest text form: back to float32 to compare
+        return [(ds if isinstance(ds, str) else ds.isoformat(), u, r, m, float(np.float32(score)), src, v)
+                for ds, u, r, m, score, src, v in result]  # fmt: skip
+
+    def counts(self, conn) -> dict[str, tuple[int, tuple[str, ...]]]:
+        """Rows and model versions per ds, as one reader connection sees them now."""
+        query = ("SELECT ds, count(*), min(model_version), max(model_version) FROM recommendations "
+                 "GROUP BY ds ORDER BY ds")  # fmt: skip
+        return {str(ds): (n, tuple(sorted({lo, hi}))) for ds, n, lo, hi in conn.execute(query).fetchall()}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request, tmp_path) -> Backend:
+    if request.param == "sqlite":
+        return Backend("sqlite", f"sqlite:///{tmp_path}/serving/recs.db")
+    return Backend("postgres", request.getfixturevalue("postgres_server").new_database())
+
+
+@pytest.fixture
+def wh(tmp_path) -> Path:
+    return tmp_path / "wh"
+
+
+# ---------------------------------------------------------------- publishing
+
+
+def test_publish_gives_exactly_the_staged_rows(wh, backend):
+    recs = make_recs()
+    stage(wh, DS1, recs, files=3)
+    summary = run_publish(wh, DS1, sql_url=backend.url)
+    want = expected(DS1, recs)
+    assert summary["rows"] == len(want) == summary["sql"]["rows"]
+    assert parquet_rows(wh) == want
+    assert backend.rows() == want
+    assert backend.rows("recommendations_latest") == want
+    assert [p.name for p in (wh / "recommendations" / f"ds={DS1}").iterdir()] == ["part-00000.parquet"]
+    json.dumps(summary)
+
+
+def test_republish_replaces_the_ds_and_latest_shows_the_newest(wh, backend):
+    first, second = make_recs(version="v1", seed=1), make_recs(n_users=30, version="v2", seed=2)
+    stage(wh, DS1, first)
+    run_publish(wh, DS1, sql_url=backend.url)
+    stage(wh, DS2, second)
+    run_publish(wh, DS2, sql_url=backend.url)
+    both = sorted(expected(DS1, first) + expected(DS2, second))
+    assert parquet_rows(wh) == both and backend.rows() == both
+    assert backend.rows("recommendations_latest") == expected(DS2, second)
+
+    run_publish(wh, DS1, sql_url=backend.url)  # same staged rows again: nothing changes
+    assert parquet_rows(wh) == both and backend.rows() == both
+
+    replacement = make_recs(n_users=25, version="v1b", seed=3)
+    stage(wh, DS1, replacement)
+    run_publish(wh, DS1, sql_url=backend.url)
+    now = sorted(expected(DS1, replacement) + expected(DS2, second))
+    assert parquet_rows(wh) == now and backend.rows() == now
+    assert backend.rows("recommendations_latest") == expected(DS2, second)
+    hive = pd.read_parquet(wh / "recommendations")
+    assert sorted(hive["ds"].astype(str).unique()) == [DS1, DS2] and len(hive) == len(now)
+
+
+def test_retention_keeps_the_newest_k(wh, backend):
+    tables = {ds: make_recs(n_users=10, seed=i) for i, ds in enumerate((DS1, DS2, DS3, DS4))}
+    for ds, table in tables.items():
+        stage(wh, ds, table)
+        summary = run_publish(wh, ds, sql_url=backend.url, keep=2)
+    assert summary["retention"] == {"keep": 2, "parquet_deleted": [DS2], "sql_deleted": [DS2]}
+    kept = sorted(expected(DS3, tables[DS3]) + expected(DS4, tables[DS4]))
+    assert parquet_rows(wh) == kept and backend.rows() == kept
+    assert sorted(p.name for p in (wh / "recommendations").iterdir()) == [f"ds={DS3}", f"ds={DS4}"]
+    assert sorted(p.name for p in (wh / "_staging" / "recommendations").iterdir()) == [f"ds={DS3}", f"ds={DS4}"]
+
+    stage(wh, DS1, tables[DS1])  # a backfill retention would delete at once is refused
+    with pytest.raises(ConfigError, match="--keep 2"):
+        run_publish(wh, DS1, sql_url=backend.url, keep=2)
+    for bad in (0, -1):
+        with pytest.raises(ConfigError, match="--keep"):
+            run_publish(wh, DS4, sql_url=backend.url, keep=bad)
+    assert parquet_rows(wh) == kept and backend.rows() == kept
+
+
+# ---------------------------------------------------------------- failures
+
+
+@pytest.mark.parametrize("point", ["after_staging", "before_swap", "during_sql_load", "before_sql_commit"])
+def test_a_failure_leaves_the_published_state_and_a_rerun_completes(wh, backend, point):
+    old, new = make_recs(version="v1", seed=1), make_recs(n_users=35, version="v2", seed=2)
+    stage(wh, DS1, old)
+    run_publish(wh, DS1, sql_url=backend.url)
+    files_before, sql_before = parquet_files(wh), backend.rows()
+    seen = []
+
+    def hook(at: str, info: dict) -> None:
+        seen.append(at)
+        if at == "before_swap":  # the old partition is readable until the swap
+            assert parquet_rows(wh) == expected(DS1, old)
+        if at == point and (at != "during_sql_load" or info["batches"] == 2):
+            raise Boom(at)
+
+    stage(wh, DS1, new)
+    with pytest.raises(Boom):
+        run_publish(wh, DS1, sql_url=backend.url, hook=hook, batch_rows=50)
+    assert seen[-1] == point
+    assert backend.rows() == sql_before  # the SQL transaction rolled back
+    if point in ("after_staging", "before_swap"):
+        assert parquet_files(wh) == files_before  # byte for byte, no staging leftovers
+    else:  # documented: Parquet (the source of truth) is already new; SQL lags until the re-run
+        assert parquet_rows(wh) == expected(DS1, new)
+        assert sorted(parquet_files(wh)) == sorted(files_before)
+
+    summary = run_publish(wh, DS1, sql_url=backend.url)
+    assert summary["rows"] == new.num_rows
+    assert parquet_rows(wh) == expected(DS1, new) == backend.rows()
+
+
+def test_bad_staged_rows_are_refused_and_change_nothing(wh, backend):
+    good = make_recs()
+    stage(wh, DS1, good)
+    run_publish(wh, DS1, sql_url=backend.url)
+    files_before = parquet_files(wh)
+    duplicate_rank = good.set_column(1, "rank", pa.array(np.ones(good.num_rows, np.int16)))
+    bad_source = good.set_column(4, "source", pa.array(["model"] * (good.num_rows - 1) + ["ALS"]))
+    cases = [
+        (duplicate_rank, "ranks are not 1..n"),
+        (good.drop_columns(["movie_id"]), "missing column.*movie_id"),
+        (bad_source, "column source must be one of"),
+        (good.set_column(1, "rank", pa.array(np.full(good.num_rows, 40_000), pa.int32())), "column rank"),
+    ]
+    for table, message in cases:
+        stage(wh, DS1, table)
+        with pytest.raises(InputError, match=message):
+            run_publish(wh, DS1, sql_url=backend.url)
+        assert parquet_files(wh) == files_before
+        assert backend.rows() == expected(DS1, good)
+
+
+def test_a_ds_column_in_the_staged_files_is_checked_and_dropped(wh, tmp_path):
+    url = f"sqlite:///{tmp_path}/recs.db"
+    recs = make_recs(n_users=5)
+    with_ds = recs.append_column("ds", pa.array([date(2018, 9, 27)] * recs.num_rows, pa.date32()))
+    stage(wh, DS1, with_ds)
+    run_publish(wh, DS1, sql_url=url)
+    assert pq.read_schema(wh / "recommendations" / f"ds={DS1}" / "part-00000.parquet").names == [
+        "user_id", "rank", "movie_id", "score", "source", "model_version"]  # fmt: skip
+    assert parquet_rows(wh) == expected(DS1, recs)
+    stage(wh, DS2, with_ds)
+    with pytest.raises(InputError, match="column ds holds '2018-09-27', not only 2018-09-28"):
+        run_publish(wh, DS2, sql_url=url)
+
+
+def test_warehouse_paths():
+    wh = Warehouse("/w")
+    assert wh.recommendations(DS1) == f"/w/recommendations/ds={DS1}"
+    assert wh.recommendations_staging(DS1) == f"/w/_staging/recommendations/ds={DS1}"
+    with pytest.raises(ConfigError, match="--ds"):
+        wh.recommendations_staging("2018-02-30")
+
+
+def test_missing_staging_partition_names_its_path(wh, tmp_path):
+    url = f"sqlite:///{tmp_path}/recs.db"
+    with pytest.raises(InputError) as raised:
+        run_publish(wh, DS1, sql_url=url)
+    assert str(wh / "_staging" / "recommendations" / f"ds={DS1}") in str(raised.value)
+    assert not (wh / "recommendations").exists() and not (tmp_path / "recs.db").exists()
+
+
+def test_a_partition_the_gate_has_not_passed_is_not_published(wh, tmp_path):
+    url = f"sqlite:///{tmp_path}/recs.db"
+    path = stage(wh, DS1, make_recs(n_users=5, version="v1", seed=1), checked=False)
+    with pytest.raises(InputError, match="has not passed the quality gate .* run the check job"):
+        run_publish(wh, DS1, sql_url=url)
+    (path / CHECK_FILE).write_text('{"passed": false}')
+    with pytest.raises(InputError, match="quality gate"):
+        run_publish(wh, DS1, sql_url=url)
+    assert not (wh / "recommendations").exists() and not (tmp_path / "recs.db").exists()
+
+
+# ---------------------------------------------------------------- readers during a publish
+
+
+def test_a_reader_sees_the_old_rows_or_the_new_never_a_mix(wh, backend):
+    old, new = make_recs(n_users=40, version="v1", seed=1), make_recs(n_users=30, version="v2", seed=2)
+    stage(wh, DS1, old)
+    run_publish(wh, DS1, sql_url=backend.url)
+    stage(wh, DS1, new)
+    paused: queue.Queue[str] = queue.Queue()
+    resume: queue.Queue[None] = queue.Queue()
+    errors: list[BaseException] = []
+
+    def hook(at: str, info: dict) -> None:  # the publisher stops here until the reader has looked
+        if at in ("during_sql_load", "before_sql_commit"):
+            paused.put(at)
+            resume.get(timeout=30)
+
+    def publish() -> None:
+        try:
+            run_publish(wh, DS1, sql_url=backend.url, hook=hook, batch_rows=100)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+            errors.append(exc)
+
+    def next_pause() -> str:
+        while True:
+            try:
+                return paused.get(timeout=0.1)
+            except queue.Empty:
+                assert worker.is_alive(), errors
+
+    reader = backend.connect()
+    worker = threading.Thread(target=publish)
+    worker.start()
+    try:
+        points = []
+        while not points or points[-1] != "before_sql_commit":
+            points.append(next_pause())  # mid-load, then with the replace done but not committed
+            assert backend.counts(reader) == {DS1: (old.num_rows, ("v1",))}
+            resume.put(None)
+        assert points == ["during_sql_load"] * 3 + ["before_sql_commit"]
+        worker.join(60)
+        assert not errors, errors
+        assert backend.counts(reader) == {DS1: (new.num_rows, ("v2",))}
+    finally:
+        for _ in range(10):
+            resume.put(None)
+        worker.join(60)
+        reader.close()
+    assert backend.rows("recommendations_latest") == expected(DS1, new)
+
+
+# ---------------------------------------------------------------- configuration and secrets
+
+
+def test_invalid_names_and_urls_are_config_errors(wh, tmp_path):
+    stage(wh, DS1, make_recs(n_users=5))
+    url = f"sqlite:///{tmp_path}/recs.db"
+    for table in ("recs; DROP TABLE users", "1recs", "", "r" * 64, "r" * 60):
+        with pytest.raises(ConfigError, match="--table"):
+            run_publish(wh, DS1, sql_url=url, table=table)
+    with pytest.raises(ConfigError, match="--schema"):
+        open_sink("postgresql://u@127.0.0.1:1/db", schema='x"y')
+    with pytest.raises(ConfigError, match="--schema applies to postgresql only"):
+        run_publish(wh, DS1, sql_url=url, schema="serving")
+    for bad in ("mysql://app:hunter2@db/recs", "recs.db", "sqlite://relative.db"):
+        with pytest.raises(ConfigError, match="--sql-url") as raised:
+            run_publish(wh, DS1, sql_url=bad)
+        assert "hunter2" not in str(raised.value)
+    with pytest.raises(ConfigError, match="--ds"):
+        run_publish(wh, "2018-02-30", sql_url=url)
+    assert not (wh / "recommendations").exists() and not (tmp_path / "recs.db").exists()
+
+
+def test_redact_url():
+    assert redact_url("postgresql://app:hunter2@db:5432/recs") == "postgresql://app:***@db:5432/recs"
+    assert redact_url("postgresql://app@db/recs?password=hunter2&sslmode=require") == (
+        "postgresql://app@db/recs?password=***&sslmode=require")  # fmt: skip
+    assert redact_url("postgresql://app:p%40ss:w@db/recs") == "postgresql://app:***@db/recs"
+    assert redact_url("host=db password=hunter2 dbname=recs") == "host=db password=*** dbname=recs"
+    assert redact_url("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+
+
+def test_postgres_password_is_never_logged(wh, postgres_server, caplog):
+    url = postgres_server.new_database()
+    stage(wh, DS1, make_recs(n_users=5))
+    with caplog.at_level(logging.DEBUG):
+        summary = run_publish(wh, DS1, sql_url=url)
+    assert PASSWORD not in caplog.text and PASSWORD not in json.dumps(summary)
+    assert "postgres:***@127.0.0.1" in caplog.text and "loaded 40 rows" in caplog.text
+
+
+def test_postgres_schema(wh, postgres_server):
+    url = postgres_server.new_database()
+    recs = make_recs(n_users=6)
+    stage(wh, DS1, recs)
+    summary = run_publish(wh, DS1, sql_url=url, schema="serving", table="top_n")
+    assert summary["sql"]["table"] == "serving.top_n"
+    backend = Backend("postgres", url)
+    assert backend.rows("serving.top_n") == backend.rows("serving.top_n_latest") == expected(DS1, recs)
+    with psycopg.connect(url) as conn:
+        indexes = conn.execute("SELECT indexdef FROM pg_indexes WHERE schemaname = 'serving'").fetchall()
+    assert any("(user_id, ds)" in row[0] for row in indexes)
+
+
+# ---------------------------------------------------------------- the entry point
+
+
+def run_job(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if k != "RECSYS_SQL_URL"} | (env or {})
+    cmd = [str(VENV_BIN / "python"), "jobs/publish.py", *args]
+    return subprocess.run(cmd, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_job_publishes_to_the_default_sqlite_and_reports_errors(wh, tmp_path):
+    recs = make_recs(n_users=12)
+    stage(wh, DS1, recs)
+    result = run_job("--warehouse", str(wh), "--ds", DS1, "--keep", "3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout)
+    assert summary["rows"] == recs.num_rows and summary["retention"]["keep"] == 3
+    assert Backend("sqlite", f"sqlite:///{wh}/recommendations.db").rows() == expected(DS1, recs)
+
+    other = tmp_path / "other.db"
+    result = run_job("--warehouse", str(wh), "--ds", DS1, env={"RECSYS_SQL_URL": f"sqlite:///{other}"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert Backend("sqlite", f"sqlite:///{other}").rows() == expected(DS1, recs)
+
+    result = run_job("--warehouse", str(wh), "--ds", DS2)
+    assert result.returncode == 2
+    missing = wh / "_staging" / "recommendations" / f"ds={DS2}"
+    assert f"ERROR: no staging partition at {missing}" in result.stderr
+    result = run_job("--warehouse", str(wh), "--ds", DS1, "--table", "bad-name")
+    assert result.returncode == 2 and "ERROR: --table must be a SQL identifier" in result.stderr
