@@ -12,6 +12,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from recsys_core.errors import InputError
+
 
 def ids_hash(ids_in_index_order: Sequence[int] | np.ndarray) -> str:
     """sha256 (first 16 hex digits) of the ids as little-endian int64, in index order."""
@@ -25,5 +27,5 @@ def names_hash(names_in_order: Iterable[str]) -> str:
     return hashlib.sha256(joined).hexdigest()[:16]
 
 
-class VocabularyMismatch(ValueError):
+class VocabularyMismatch(InputError):
     """Raised when a model's vocabulary does not match the features it is applied to."""

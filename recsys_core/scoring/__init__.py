@@ -1,0 +1,1 @@
+"""Scoring every user and the quality gate before publish."""

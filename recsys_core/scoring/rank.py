@@ -1,0 +1,51 @@
+"""Top-N unseen films per user, with an exact and deterministic order.
+
+Order: score descending, ties broken by ``film_idx`` ascending. Film indices follow
+``movieId`` order (the features job numbers films by movieId), so this is the contract's
+"ties broken by movie_id".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def top_n_unseen(
+    scores: torch.Tensor, seen_rows: torch.Tensor, seen_films: torch.Tensor, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(film_idx (B, k), scores (B, k), count (B,)) of each row's best unseen films.
+
+    ``scores`` (B, n_films) is modified: seen entries become ``-inf``. Row ``b`` has
+    ``count[b] = min(n, unseen films)`` valid leading entries; the rest are padding.
+    NaN scores are kept (``topk`` ranks NaN first) so the quality gate sees them.
+    """
+    scores[seen_rows, seen_films] = -torch.inf
+    k = min(n, scores.shape[1])
+    values, films = torch.topk(scores, k, dim=1)
+    # rows where films outside the top k tie with the k-th score need the exact tie order
+    kth = values[:, -1:]
+    spill = ((scores >= kth).sum(dim=1) > k) & torch.isfinite(kth[:, 0])
+    values_np, films_np = values.cpu().numpy(), films.cpu().numpy()
+    order = np.lexsort((films_np, -values_np), axis=1)
+    films_np = np.take_along_axis(films_np, order, axis=1)
+    values_np = np.take_along_axis(values_np, order, axis=1)
+    for b in torch.nonzero(spill).flatten().tolist():
+        row = scores[b].cpu().numpy()
+        candidates = np.flatnonzero(row >= values_np[b, -1])
+        best = candidates[np.lexsort((candidates, -row[candidates]))][:k]
+        films_np[b], values_np[b] = best, row[best]
+    count = (~np.isneginf(values_np)).sum(axis=1)
+    return films_np, values_np, count
+
+
+def popularity_order(counts: np.ndarray) -> np.ndarray:
+    """Film indices by number of ratings descending, ties by film_idx ascending."""
+    return np.lexsort((np.arange(len(counts)), -counts))
+
+
+def popular_unseen(order: np.ndarray, counts: np.ndarray, seen: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(film_idx, score) of the ``n`` most popular films not in ``seen``; score = rating count."""
+    head = order[: n + len(seen)]
+    films = head[~np.isin(head, seen)][:n]
+    return films, counts[films].astype(np.float32)

@@ -1,0 +1,168 @@
+"""Score every snapshot user and write the staging partition of ``recommendations``.
+
+For each batch of users (on GPU or CPU): user embedding -> scores over the film
+vocabulary -> every film the user rated masked out -> top-N (``rank.top_n_unseen``).
+Users with fewer than ``min_user_films`` vocabulary ratings cannot be encoded usefully;
+they get the most popular unseen films, marked ``source = 'popularity'``.
+
+The partition is written to a hidden sibling and swapped in at
+``Warehouse.recommendations_staging(ds)``, with ``_scoring.json`` (top_n, model_version,
+counts) beside the Parquet files; ``jobs/check.py`` reads it from there and
+``jobs/publish.py`` publishes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from recsys_core import fs_swap
+from recsys_core.errors import ConfigError
+from recsys_core.paths import Warehouse
+from recsys_core.publish.contract import SCHEMA
+from recsys_core.scoring.rank import popular_unseen, popularity_order, top_n_unseen
+from recsys_core.training import artifacts
+from recsys_core.training.data import RatingsCSR, load_features
+from recsys_core.training.train import autocast, select_device, user_batch, user_embeddings
+
+log = logging.getLogger(__name__)
+SCORING_META = "_scoring.json"
+PROGRESS_SECONDS = 30.0
+
+
+@dataclass
+class ScoreConfig:
+    top_n: int = 100
+    device: str = "auto"
+    batch_size: int = 2048
+    min_user_films: int = 1  # fewer vocabulary ratings than this: popularity fallback
+
+    def validate(self) -> None:
+        for name in ("top_n", "batch_size", "min_user_films"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.top_n > 32767:
+            raise ConfigError(f"--top-n must be <= 32767 (rank is a smallint), got {self.top_n}")
+
+
+def model_version(model_dir: str, ds: str) -> str:
+    """``<ds of the model>-<first 12 hex of sha256 of the user-AE weights>``."""
+    fs, inner = fs_swap.filesystem(f"{model_dir}/{artifacts.USER_WEIGHTS}")
+    with fs.open_input_stream(inner) as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:12]
+    return f"{ds}-{digest}"
+
+
+def rows_table(user_ids: np.ndarray, films: np.ndarray, scores: np.ndarray, count: np.ndarray,
+               movie_ids: np.ndarray, source: str, version: str) -> pa.Table:
+    """Recommendation rows of some users: the first ``count[b]`` entries of row ``b``."""
+    valid = np.arange(films.shape[1])[None, :] < count[:, None]
+    n = int(valid.sum())
+    return pa.table({
+        "user_id": pa.array(np.repeat(user_ids, count).astype(np.int32)),
+        "rank": pa.array(np.nonzero(valid)[1].astype(np.int16) + 1),
+        "movie_id": pa.array(movie_ids[films[valid]].astype(np.int32)),
+        "score": pa.array(scores[valid].astype(np.float32)),
+        "source": pa.array([source] * n, pa.string()) if n else pa.array([], pa.string()),
+        "model_version": pa.array([version] * n, pa.string()) if n else pa.array([], pa.string()),
+    }, schema=SCHEMA)  # fmt: skip
+
+
+class Progress:
+    """A log line at most every ``PROGRESS_SECONDS``: users scored, users/s, ETA."""
+
+    def __init__(self, total: int):
+        self.total, self.started, self.last = total, time.monotonic(), time.monotonic()
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_SECONDS:
+            self.last = now
+            rate = done / max(now - self.started, 1e-9)
+            log.info("scored %d/%d users, %.0f users/s, eta %.0fs", done, self.total, rate,
+                     (self.total - done) / max(rate, 1e-9))  # fmt: skip
+
+
+def score_model_users(writer: pq.ParquetWriter, model, csr: RatingsCSR, rows: np.ndarray, user_ids: np.ndarray,
+                      movie_ids: np.ndarray, version: str, config: ScoreConfig, device: torch.device,
+                      bf16: bool, progress: Progress) -> int:  # fmt: skip
+    written = 0
+    with torch.no_grad():
+        for lo in range(0, len(rows), config.batch_size):
+            part = rows[lo : lo + config.batch_size]
+            batch = user_batch(csr, part).to(device)
+            with autocast(device, bf16):
+                scores = model(batch)
+            films, values, count = top_n_unseen(scores.float(), batch.rows, batch.indices, config.top_n)
+            table = rows_table(user_ids[part], films, values, count, movie_ids, "model", version)
+            writer.write_table(table)
+            written += table.num_rows
+            progress.update(lo + len(part))
+    return written
+
+
+def score_popular_users(writer: pq.ParquetWriter, csr: RatingsCSR, rows: np.ndarray, user_ids: np.ndarray,
+                        movie_ids: np.ndarray, version: str, top_n: int) -> int:  # fmt: skip
+    counts = np.bincount(csr.indices, minlength=csr.n_films)
+    order = popularity_order(counts)
+    k = min(top_n, csr.n_films)
+    films = np.zeros((len(rows), k), dtype=np.int64)
+    values = np.zeros((len(rows), k), dtype=np.float32)
+    count = np.zeros(len(rows), dtype=np.int64)
+    for i, row in enumerate(rows):
+        f, v = popular_unseen(order, counts, csr.indices[csr.indptr[row] : csr.indptr[row + 1]], top_n)
+        films[i, : len(f)], values[i, : len(f)], count[i] = f, v, len(f)
+    table = rows_table(user_ids[rows], films, values, count, movie_ids, "popularity", version)
+    writer.write_table(table)
+    return table.num_rows
+
+
+def run_scoring(warehouse: Warehouse, ds: str, config: ScoreConfig | None = None) -> dict:
+    """Score every user of ``features/ds=…`` with ``models/ds=…``; returns the summary."""
+    config = config or ScoreConfig()
+    config.validate()
+    started = time.monotonic()
+    device, bf16 = select_device(config.device)
+    features = load_features(warehouse.features(ds))
+    models = artifacts.load_models(warehouse.models(ds), features.manifest, device)
+    version = model_version(warehouse.models(ds), ds)
+    csr, user_ids, movie_ids = features.users.csr, features.users.user_ids, features.films.movie_ids
+    model_rows = np.flatnonzero(csr.counts >= config.min_user_films)
+    popular_rows = np.flatnonzero(csr.counts < config.min_user_films)
+    log.info("scoring ds=%s: %d users (%d by popularity), %d films, top %d, model %s, device %s",
+             ds, csr.n_users, len(popular_rows), csr.n_films, config.top_n, version, device)  # fmt: skip
+    progress = Progress(len(model_rows))
+    summary: dict = {}
+
+    def write(staging: str) -> None:
+        fs, inner = fs_swap.filesystem(staging)
+        with pq.ParquetWriter(f"{inner}/part-00000.parquet", SCHEMA, filesystem=fs, compression="zstd") as writer:
+            n_model = score_model_users(writer, models.user, csr, model_rows, user_ids, movie_ids, version,
+                                        config, device, bf16, progress)  # fmt: skip
+            n_popular = score_popular_users(writer, csr, popular_rows, user_ids, movie_ids, version, config.top_n)
+        summary.update({
+            "ds": ds, "top_n": config.top_n, "model_version": version, "device": str(device),
+            "users": int(csr.n_users), "model_users": len(model_rows), "popularity_users": len(popular_rows),
+            "rows": n_model + n_popular, "films": int(csr.n_films),
+            "seconds": round(time.monotonic() - started, 3),
+        })  # fmt: skip
+        with fs.open_output_stream(f"{inner}/{SCORING_META}") as f:
+            f.write(json.dumps(summary, indent=2).encode())
+
+    fs_swap.publish_dir(warehouse.recommendations_staging(ds), write)
+    if not fs_swap.exists(f"{warehouse.embeddings(ds)}/users"):
+        log.info("writing embeddings/ds=%s (not written by training)", ds)
+        artifacts.write_embeddings(
+            warehouse.embeddings(ds), user_ids, user_embeddings(models.user, csr, device), movie_ids,
+            models.user.film_vectors().detach().float().cpu().numpy(), models.user.film_bias.detach().cpu().numpy(),
+        )  # fmt: skip
+    log.info("scored %d users into %d rows in %.1fs", summary["users"], summary["rows"], summary["seconds"])
+    return summary
