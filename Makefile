@@ -22,7 +22,7 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 
 SUBMIT := $(BIN)/spark-submit --master '$(SPARK_MASTER)'
 
-.PHONY: setup run prep sample test lint bench-prep clean
+.PHONY: setup run prep sample airflow-db airflow-ui test lint bench-prep clean
 
 setup: $(STAMP)
 
@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml scripts/ensure_java.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
-	$(BIN)/python -m pip install --quiet -e '.[dev,postgres]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,postgres,airflow]'
 	touch $(STAMP)
 
 sample: $(STAMP)
@@ -43,22 +43,41 @@ prep: sample
 	$(SUBMIT) jobs/ingest.py --raw "$(RAW)" --warehouse "$(WAREHOUSE)" --ds $(DS)
 	$(SUBMIT) jobs/features.py --warehouse "$(WAREHOUSE)" --ds $(DS)
 
-run: prep
+# The main job: the Airflow DAG, once, end to end (airflow dags test) on the embedded
+# defaults: SQLite metadata DB in .airflow/, Spark local, torch on CPU or GPU, the
+# recommendations table as Parquet plus SQLite in the warehouse.
+AIRFLOW_ENV = AIRFLOW_HOME="$(abspath .airflow)" AIRFLOW__CORE__LOAD_EXAMPLES=False \
+	AIRFLOW__CORE__DAGS_FOLDER="$(abspath dags)" \
+	AIRFLOW_CONN_SPARK_DEFAULT='{"conn_type": "spark", "host": "$(SPARK_MASTER)"}' \
+	AIRFLOW_VAR_RECSYS_RAW_DIR="$(abspath $(RAW))" AIRFLOW_VAR_RECSYS_WAREHOUSE="$(abspath $(WAREHOUSE))"
+
+airflow-db: $(STAMP)
+	@$(AIRFLOW_ENV) $(BIN)/airflow db migrate >/dev/null
+	@$(AIRFLOW_ENV) $(BIN)/airflow pools set gpu 1 "GPU trainer (train and score tasks)" >/dev/null
+
+run: sample airflow-db
+	$(AIRFLOW_ENV) $(BIN)/airflow dags test movielens_recommendations $(DS)
 	@echo
 	@echo "ds=$(DS) from $(RAW):"
-	@echo "  snapshot   $(WAREHOUSE)/snapshot/ds=$(DS)/   (validated parquet; manifest.json has the counts)"
-	@echo "  quarantine $(WAREHOUSE)/quarantine/ds=$(DS)/ (rejected rows with their reason)"
-	@echo "  features   $(WAREHOUSE)/features/ds=$(DS)/   (films, users, manifest.json)"
+	@echo "  table      $(WAREHOUSE)/recommendations/ds=$(DS)/ and $(WAREHOUSE)/recommendations.db (view recommendations_latest)"
+	@echo "  run record $(WAREHOUSE)/metrics/ds=$(DS)/run.json"
+	@echo "  also       snapshot/ quarantine/ features/ models/ embeddings/ under $(WAREHOUSE)/"
+	@echo
+	@$(BIN)/recsys show --warehouse "$(WAREHOUSE)" --ds $(DS) --users 3 --top 5
+
+# The Airflow UI on http://localhost:8080 with the same settings (login printed at start).
+airflow-ui: airflow-db
+	$(AIRFLOW_ENV) $(BIN)/airflow standalone
 
 # pytest exits 5 when it collects no test: that is not a failure of the suite.
 test: $(STAMP)
 	$(BIN)/python -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 lint: $(STAMP)
-	$(BIN)/ruff check recsys_core jobs tests bench
+	$(BIN)/ruff check recsys_core jobs dags tests bench
 
 bench-prep: $(STAMP)
 	$(BIN)/python bench/prep.py --scale 1.0
 
 clean:
-	rm -rf $(WAREHOUSE) spark-warehouse metastore_db derby.log .pytest_cache
+	rm -rf $(WAREHOUSE) .airflow spark-warehouse metastore_db derby.log .pytest_cache
