@@ -53,8 +53,8 @@ def main() -> None:
         server = PostgresServer(bin_dir).start()
         try:
             url = server.new_database()
-            results.append(("publish parquet+postgres", *measure(
-                "publish (postgres)", [py, "jobs/publish.py", *common, "--sql-url", url], env)))  # fmt: skip
+            results.append(("publish parquet+postgres", *measure(  # the URL via env: not echoed
+                "publish (postgres)", [py, "jobs/publish.py", *common], {**env, "RECSYS_SQL_URL": url})))  # fmt: skip
         finally:
             server.stop()
 

@@ -22,10 +22,14 @@ def top_n_unseen(
     """
     scores[seen_rows, seen_films] = -torch.inf
     k = min(n, scores.shape[1])
-    values, films = torch.topk(scores, k, dim=1)
-    # rows where films outside the top k tie with the k-th score need the exact tie order
-    kth = values[:, -1:]
-    spill = ((scores >= kth).sum(dim=1) > k) & torch.isfinite(kth[:, 0])
+    # one more than needed: a row whose (k+1)-th score equals its k-th has films outside
+    # the top k tied with it, and needs the exact tie order
+    values, films = torch.topk(scores, min(k + 1, scores.shape[1]), dim=1)
+    if values.shape[1] > k:
+        spill = (values[:, k - 1] == values[:, k]) & torch.isfinite(values[:, k - 1])
+    else:
+        spill = torch.zeros(values.shape[0], dtype=torch.bool, device=values.device)
+    values, films = values[:, :k], films[:, :k]
     values_np, films_np = values.cpu().numpy(), films.cpu().numpy()
     order = np.lexsort((films_np, -values_np), axis=1)
     films_np = np.take_along_axis(films_np, order, axis=1)

@@ -96,11 +96,12 @@ def score_model_users(writer: pq.ParquetWriter, model, csr: RatingsCSR, rows: np
                       bf16: bool, progress: Progress) -> int:  # fmt: skip
     written = 0
     with torch.no_grad():
+        vectors, bias = model.film_vectors(), model.film_bias  # once, not per batch
         for lo in range(0, len(rows), config.batch_size):
             part = rows[lo : lo + config.batch_size]
             batch = user_batch(csr, part).to(device)
             with autocast(device, bf16):
-                scores = model(batch)
+                scores = model.encode(batch) @ vectors.T + bias
             films, values, count = top_n_unseen(scores.float(), batch.rows, batch.indices, config.top_n)
             table = rows_table(user_ids[part], films, values, count, movie_ids, "model", version)
             writer.write_table(table)
