@@ -15,6 +15,7 @@ WAREHOUSE ?= warehouse
 DATA ?=
 RAW := $(if $(DATA),$(DATA),$(WAREHOUSE)/raw-sample-$(SCALE)-$(SEED))
 SPARK_MASTER ?= local[*]
+SHUFFLE_PARTITIONS ?= 8
 
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
@@ -47,6 +48,7 @@ prep: sample
 # defaults: SQLite metadata DB in .airflow/, Spark local, torch on CPU or GPU, the
 # recommendations table as Parquet plus SQLite in the warehouse.
 AIRFLOW_ENV = AIRFLOW_HOME="$(abspath .airflow)" AIRFLOW__CORE__LOAD_EXAMPLES=False \
+	RECSYS_SPARK_SHUFFLE_PARTITIONS=$(SHUFFLE_PARTITIONS) \
 	AIRFLOW__CORE__DAGS_FOLDER="$(abspath dags)" \
 	AIRFLOW_CONN_SPARK_DEFAULT='{"conn_type": "spark", "host": "$(SPARK_MASTER)"}' \
 	AIRFLOW_VAR_RECSYS_RAW_DIR="$(abspath $(RAW))" AIRFLOW_VAR_RECSYS_WAREHOUSE="$(abspath $(WAREHOUSE))"

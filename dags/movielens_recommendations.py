@@ -17,7 +17,8 @@ Variable               environment               default
 
 Parse-time environment: ``RECSYS_JOBS_DIR`` (``<project>/jobs``), ``RECSYS_PYTHON`` (the
 Python running Airflow), ``RECSYS_SPARK_SUBMIT`` (``spark-submit`` beside that Python, else
-on PATH), ``RECSYS_SPARK_DRIVER_MEMORY`` (4g), ``RECSYS_TASK_RETRIES`` (2).
+on PATH), ``RECSYS_SPARK_DRIVER_MEMORY`` (4g), ``RECSYS_SPARK_SHUFFLE_PARTITIONS`` (Spark's
+default), ``RECSYS_TASK_RETRIES`` (2).
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ SPARK_SUBMIT = os.environ.get("RECSYS_SPARK_SUBMIT") or (
 )
 DRIVER_MEMORY = os.environ.get("RECSYS_SPARK_DRIVER_MEMORY", "4g")
 RETRIES = int(os.environ.get("RECSYS_TASK_RETRIES", "2"))
+# Small drops (tests, samples) run faster with few shuffle partitions; unset = Spark's own.
+SPARK_CONF = {"spark.sql.shuffle.partitions": os.environ["RECSYS_SPARK_SHUFFLE_PARTITIONS"]} if (
+    os.environ.get("RECSYS_SPARK_SHUFFLE_PARTITIONS")) else {}  # fmt: skip
 
 
 def lookup(variable: str, env: str, default: str) -> str:
@@ -90,6 +94,7 @@ def spark_job(task_id: str, script: str, args: list[str], timeout: timedelta) ->
         conn_id="spark_default",
         spark_binary=SPARK_SUBMIT,
         driver_memory=DRIVER_MEMORY,
+        conf=SPARK_CONF,
         name=f"recsys-{task_id}-{DS}",
         env_vars={"PYSPARK_PYTHON": PYTHON, "PYSPARK_DRIVER_PYTHON": PYTHON},
         execution_timeout=timeout,
