@@ -408,6 +408,148 @@ def test_postgres_schema(wh, postgres_server):
     assert any("(user_id, ds)" in row[0] for row in indexes)
 
 
+# ---------------------------------------------------------------- PostgreSQL partitions
+
+
+def pg_partitions(url: str, table: str = "recommendations") -> dict[str, str]:
+    """ds -> the name of its partition, from the catalog."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits AS i "
+            "JOIN pg_class AS c ON c.oid = i.inhrelid WHERE i.inhparent = to_regclass(%s)", (table,)
+        ).fetchall()
+    return {bound.split("'")[1]: name for name, bound in rows}
+
+
+def pg_tables(url: str) -> list[str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT relname FROM pg_class WHERE relkind IN ('r', 'p') "
+                            "AND relnamespace = 'public'::regnamespace ORDER BY relname").fetchall()  # fmt: skip
+    return [name for (name,) in rows]
+
+
+def test_postgres_table_is_partitioned_by_ds_and_a_republish_swaps_the_partition(wh, postgres_server):
+    url = postgres_server.new_database()
+    backend = Backend("postgres", url)
+    first, second = make_recs(version="v1", seed=1), make_recs(n_users=30, version="v2", seed=2)
+    stage(wh, DS1, first)
+    run_publish(wh, DS1, sql_url=url)
+    stage(wh, DS2, second)
+    run_publish(wh, DS2, sql_url=url)
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT relkind, pg_get_partkeydef(oid) FROM pg_class "
+                            "WHERE oid = 'recommendations'::regclass").fetchone() == ("p", "LIST (ds)")  # fmt: skip
+        before = pg_partitions(url)
+        assert sorted(before) == [DS1, DS2] and before[DS1].startswith("recommendations_p20180927_")
+        for name in before.values():  # the indexes built before ATTACH were adopted, none built twice
+            indexes = conn.execute(
+                "SELECT count(*), count(h.inhparent) FROM pg_index AS x LEFT JOIN pg_inherits AS h "
+                "ON h.inhrelid = x.indexrelid WHERE x.indrelid = %s::regclass", (name,)).fetchone()  # fmt: skip
+            assert indexes == (2, 2)
+    assert pg_tables(url) == sorted(["recommendations", *before.values()])
+
+    replacement = make_recs(n_users=25, version="v1b", seed=3)
+    stage(wh, DS1, replacement)
+
+    def fail(at: str, info: dict) -> None:
+        if at == "before_sql_commit":
+            assert info["replaced"] == first.num_rows
+            raise Boom(at)
+
+    with pytest.raises(Boom):
+        run_publish(wh, DS1, sql_url=url, hook=fail)
+    assert pg_partitions(url) == before  # the half-built table went with the rollback
+    assert pg_tables(url) == sorted(["recommendations", *before.values()])
+    assert backend.rows() == sorted(expected(DS1, first) + expected(DS2, second))
+
+    run_publish(wh, DS1, sql_url=url)
+    after = pg_partitions(url)
+    assert after[DS2] == before[DS2] and after[DS1] != before[DS1]
+    assert pg_tables(url) == sorted(["recommendations", *after.values()])  # the old one dropped
+    assert backend.rows() == sorted(expected(DS1, replacement) + expected(DS2, second))
+    assert backend.rows("recommendations_latest") == expected(DS2, second)
+
+
+def test_postgres_attach_scans_nothing_and_retention_drops_partitions(postgres_server):
+    url = postgres_server.new_database()
+    table = "t" * 51  # the longest name allowed: partition names are cut to fit in 63
+    recs = make_recs(n_users=6)
+    with open_sink(url, table=table) as sink:
+        notices: list[str] = []
+        sink.conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
+        sink.conn.execute("SET client_min_messages = debug1")
+        for ds in (DS1, DS2, DS3):
+            assert sink.publish(ds, iter(recs.to_batches(max_chunksize=100))) == recs.num_rows
+        assert sum("is implied by existing constraints" in n for n in notices) == 3, notices
+        assert sink.published_ds() == [DS1, DS2, DS3]
+        assert sink.apply_retention(2) == [DS1]
+        assert sink.published_ds() == [DS2, DS3]
+        # a detached partition left behind (the process died before dropping it) goes next time
+        sink.conn.execute("CREATE TABLE leftover (x int)")
+        sink.conn.execute(f"COMMENT ON TABLE leftover IS 'recsys: detached from {table}, to drop'")
+        assert sink.apply_retention(2) == []
+    partitions = pg_partitions(url, table)
+    assert sorted(partitions) == [DS2, DS3]
+    assert all(len(name) <= 63 and name.startswith("t" * 44 + "_p201809") for name in partitions.values())
+    assert pg_tables(url) == sorted([table, *partitions.values()])
+
+
+def test_postgres_plain_table_of_an_earlier_version_is_refused_until_moved(wh, postgres_server):
+    url = postgres_server.new_database()
+    with psycopg.connect(url, autocommit=True) as conn:  # what the earlier version created
+        conn.execute("CREATE TABLE recommendations (ds date NOT NULL, user_id integer NOT NULL, "
+                     "rank smallint NOT NULL, movie_id integer NOT NULL, score real, source text NOT NULL, "
+                     "model_version text, PRIMARY KEY (ds, user_id, rank))")  # fmt: skip
+        conn.execute("CREATE INDEX recommendations_user_ds_idx ON recommendations (user_id, ds)")
+        conn.execute("CREATE VIEW recommendations_latest AS SELECT * FROM recommendations "
+                     "WHERE ds = (SELECT max(ds) FROM recommendations)")  # fmt: skip
+        conn.execute("INSERT INTO recommendations VALUES ('2018-09-01', 1, 1, 5, 1.0, 'model', 'v0')")
+    recs = make_recs(n_users=5)
+    stage(wh, DS1, recs)
+    with pytest.raises(ConfigError, match="plain table from an earlier version .* partitioned by ds"):
+        run_publish(wh, DS1, sql_url=url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE recommendations RENAME TO recommendations_legacy")
+    with pytest.raises(ConfigError, match="index name recommendations_user_ds_idx is taken"):
+        run_publish(wh, DS1, sql_url=url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ALTER INDEX recommendations_user_ds_idx RENAME TO recommendations_legacy_user_ds_idx")
+    run_publish(wh, DS1, sql_url=url)  # the view left over the renamed table is replaced
+    backend = Backend("postgres", url)
+    assert backend.rows() == backend.rows("recommendations_latest") == expected(DS1, recs)
+    assert len(backend.rows("recommendations_legacy")) == 1
+
+
+def test_postgres_readers_polling_through_swaps_see_whole_ds_only(wh, postgres_server):
+    url = postgres_server.new_database()
+    versions = [make_recs(n_users=40 - 5 * i, version=f"v{i}", seed=i) for i in range(4)]
+    allowed = {(t.num_rows, (f"v{i}",)) for i, t in enumerate(versions)}
+    stage(wh, DS1, versions[0])
+    run_publish(wh, DS1, sql_url=url)
+    backend, done, seen, errors = Backend("postgres", url), threading.Event(), [], []
+
+    def read() -> None:
+        try:
+            with backend.connect() as reader:
+                while not done.is_set():
+                    seen.append(backend.counts(reader)[DS1])
+        except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+            errors.append(exc)
+
+    worker = threading.Thread(target=read)
+    worker.start()
+    try:
+        for table in versions[1:]:
+            stage(wh, DS1, table)
+            run_publish(wh, DS1, sql_url=url)
+    finally:
+        done.set()
+        worker.join(60)
+    assert not errors, errors
+    assert seen and set(seen) <= allowed, set(seen) - allowed
+    assert backend.rows() == expected(DS1, versions[-1])
+
+
 # ---------------------------------------------------------------- the entry point
 
 
