@@ -26,6 +26,29 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    import os
+
+    from recsys_core.evaluation.report import metrics_table
+    from recsys_core.evaluation.run import run_evaluation
+
+    # a local Spark session of this process: no console progress bars between the log lines
+    os.environ.setdefault("PYSPARK_SUBMIT_ARGS", "--conf spark.ui.showConsoleProgress=false pyspark-shell")
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    kwargs = {"methods": methods} if methods else {}
+    results = run_evaluation(args.data, args.out, seed=args.seed, top_n=args.top_n, device=args.device,
+                             work_dir=args.work_dir, **kwargs)  # fmt: skip
+    header, rows = metrics_table(results)
+    shown = [0, 1, 2, 3, 9, 11]  # method, NDCG@10, Recall@20, NDCG@100, catalog cov., leakage
+    print("  ".join(f"{header[i]:>24}" if i == 0 else f"{header[i]:>12}" for i in shown))
+    for row in rows:
+        print("  ".join(f"{row[i][0]:>24}" if i == 0 else f"{row[i][0]:>12}" for i in shown))
+    print(f"report: {results['report']['html']} (and report.md, metrics.json) in "
+          f"{results['timings']['total']:.0f}s")  # fmt: skip
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recsys", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -44,6 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--users", type=int, default=3, help="how many users when --user is not given (default 3)")
     show.add_argument("--top", type=int, default=5, help="films per user (default 5)")
     show.set_defaults(func=_show)
+    ev = sub.add_parser("evaluate", help="offline evaluation of the model against baselines, with a report")
+    ev.add_argument("--data", required=True, help="a MovieLens-layout directory (ratings.csv, movies.csv, ...)")
+    ev.add_argument("--out", required=True, help="report directory (report.md, report.html, PNGs, metrics.json)")
+    ev.add_argument("--seed", type=int, default=42)
+    ev.add_argument("--top-n", type=int, default=100, help="length of the lists (>= 100; default 100)")
+    ev.add_argument("--methods", default="",
+                    help="comma list of model,popularity,ease,item_knn,als_explicit,als_implicit (default all)")
+    ev.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
+                    help="training and scoring device (default: the training default, auto)")
+    ev.add_argument("--work-dir", default=None, help="scratch for the split and warehouse (default OUT/work)")
+    ev.set_defaults(func=_evaluate)
     return parser
 
 
