@@ -7,10 +7,10 @@ temporal split of the training part (``InnerSplit``), then the baseline is fitte
 the whole training part. Lists come from ``recsys_core.scoring.rank.top_n_unseen``, the
 scoring job's own top-N code: seen films excluded, ties broken by movieId.
 
-Costs are capped for evaluation-scale data (ml-latest-small: seconds per method; a few
-minutes for ALS): EASE is solved in its dual form when there are fewer users than items;
-EASE and item-kNN hold an items x items matrix, so they are skipped (with a log line)
-above ``max_items`` catalog items.
+Costs are sized for evaluation-scale data (ml-latest-small: seconds per method, about a
+minute for each ALS grid): EASE is solved in its dual form when there are fewer users than
+items. EASE and item-kNN hold dense items x items matrices (float32/float64), so they suit
+catalogs up to a few 10K films: the full release's 58K films would need tens of GB.
 """
 
 from __future__ import annotations
