@@ -9,6 +9,7 @@ Spark-free version for the torch and publish side.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import pyarrow.fs as pafs
@@ -44,6 +45,20 @@ def list_dir(path: str) -> list[pafs.FileInfo]:
     if fs.get_file_info(inner).type != pafs.FileType.Directory:
         return []
     return fs.get_file_info(pafs.FileSelector(inner))
+
+
+def read_json(path: str) -> dict:
+    """A JSON document (UTF-8) at ``path``; FileNotFoundError when it is absent."""
+    fs, inner = filesystem(path)
+    with fs.open_input_stream(inner) as f:
+        return json.loads(f.read().decode("utf-8"))
+
+
+def write_json(path: str, document: dict) -> None:
+    """Write ``document`` as indented UTF-8 JSON to ``path`` (replacing the file)."""
+    fs, inner = filesystem(path)
+    with fs.open_output_stream(inner) as f:
+        f.write(json.dumps(document, indent=2).encode("utf-8"))
 
 
 def swap_in(staging: str, final: str) -> None:

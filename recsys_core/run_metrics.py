@@ -19,11 +19,7 @@ RUN_FILE = "run.json"
 
 
 def _read(path: str) -> dict | None:
-    if not fs_swap.exists(path):
-        return None
-    fs, inner = fs_swap.filesystem(path)
-    with fs.open_input_stream(inner) as f:
-        return json.loads(f.read().decode("utf-8"))
+    return fs_swap.read_json(path) if fs_swap.exists(path) else None
 
 
 def collect_run_metrics(warehouse: Warehouse, ds: str) -> dict:
@@ -65,9 +61,7 @@ def record_run_metrics(warehouse: Warehouse | str, ds: str) -> dict:
     record = collect_run_metrics(warehouse, ds)
 
     def write(staging: str) -> None:
-        fs, inner = fs_swap.filesystem(f"{staging}/{RUN_FILE}")
-        with fs.open_output_stream(inner) as f:
-            f.write(json.dumps(record, indent=2).encode())
+        fs_swap.write_json(f"{staging}/{RUN_FILE}", record)
 
     fs_swap.publish_dir(warehouse.metrics(ds), write)
     log.info("run metrics ds=%s: %s", ds, json.dumps(record))

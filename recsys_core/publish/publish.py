@@ -20,13 +20,12 @@ Order and what a failure leaves behind:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 
 from recsys_core.errors import ConfigError, InputError
-from recsys_core.fs_swap import exists, filesystem, is_dir
+from recsys_core.fs_swap import exists, is_dir, read_json
 from recsys_core.paths import Warehouse
 from recsys_core.publish import parquet_table
 from recsys_core.publish.contract import CHECK_FILE, check_keep
@@ -53,11 +52,7 @@ def _check_not_expired(published: list[str], ds: str, keep: int) -> None:
 def gate_passed(staging: str) -> bool:
     """Whether the quality gate left a passing ``_check.json`` in ``staging``."""
     path = f"{staging}/{CHECK_FILE}"
-    if not exists(path):
-        return False
-    fs, inner = filesystem(path)
-    with fs.open_input_stream(inner) as f:
-        return json.loads(f.read().decode("utf-8")).get("passed") is True
+    return exists(path) and read_json(path).get("passed") is True
 
 
 def run_publish(

@@ -13,7 +13,6 @@ partition without it.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 
@@ -26,7 +25,7 @@ from recsys_core.paths import Warehouse
 from recsys_core.publish.contract import CHECK_FILE, SOURCES
 from recsys_core.scoring.score import SCORING_META
 from recsys_core.training import artifacts
-from recsys_core.training.data import load_features, read_json
+from recsys_core.training.data import load_features
 
 log = logging.getLogger(__name__)
 EXAMPLES = 5
@@ -145,14 +144,14 @@ def run_check(warehouse: Warehouse, ds: str, min_model_ratio: float = 1.1) -> Re
         raise ConfigError(f"--min-model-ratio must be >= 0, got {min_model_ratio}")
     staging = warehouse.recommendations_staging(ds)
     try:
-        meta = read_json(f"{staging}/{SCORING_META}")
+        meta = fs_swap.read_json(f"{staging}/{SCORING_META}")
     except FileNotFoundError as exc:
         raise InputError(f"no scored partition at {staging}: run the score job for ds={ds} first") from exc
     fs, inner = fs_swap.filesystem(staging)
     if fs_swap.exists(f"{staging}/{CHECK_FILE}"):  # a pass from an earlier scoring must not linger
         fs.delete_file(f"{inner}/{CHECK_FILE}")
     features = load_features(warehouse.features(ds))
-    manifest = read_json(f"{warehouse.models(ds)}/{artifacts.MANIFEST}")
+    manifest = fs_swap.read_json(f"{warehouse.models(ds)}/{artifacts.MANIFEST}")
     artifacts.check_vocabulary(manifest, features.manifest, warehouse.models(ds))
     table = pq.read_table(inner, filesystem=fs)
     report = Report(ds)
@@ -162,7 +161,6 @@ def run_check(warehouse: Warehouse, ds: str, min_model_ratio: float = 1.1) -> Re
     report.figures.update({"top_n": meta["top_n"], "model_version": meta["model_version"]})
     if not report.passed:
         raise GateFailed(report.text())
-    with fs.open_output_stream(f"{inner}/{CHECK_FILE}") as f:
-        f.write(json.dumps({"passed": True, **report.figures}, indent=2).encode())
+    fs_swap.write_json(f"{staging}/{CHECK_FILE}", {"passed": True, **report.figures})
     log.info("quality gate passed for ds=%s: %s", ds, report.figures)
     return report

@@ -14,7 +14,6 @@ counts) beside the Parquet files; ``jobs/check.py`` reads it from there and
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -155,8 +154,7 @@ def run_scoring(warehouse: Warehouse, ds: str, config: ScoreConfig | None = None
             "rows": n_model + n_popular, "films": int(csr.n_films),
             "seconds": round(time.monotonic() - started, 3),
         })  # fmt: skip
-        with fs.open_output_stream(f"{inner}/{SCORING_META}") as f:
-            f.write(json.dumps(summary, indent=2).encode())
+        fs_swap.write_json(f"{staging}/{SCORING_META}", summary)
 
     fs_swap.publish_dir(warehouse.recommendations_staging(ds), write)
     if not fs_swap.exists(f"{warehouse.embeddings(ds)}/users"):

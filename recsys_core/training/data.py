@@ -7,16 +7,15 @@ Paths may be local directories or URIs pyarrow understands.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from recsys_core.errors import InputError
+from recsys_core.fs_swap import read_json
 
 
 @dataclass
@@ -82,12 +81,6 @@ class FilmFeatures:
     @property
     def n_films(self) -> int:
         return len(self.movie_ids)
-
-
-def read_json(path: str) -> dict:
-    fs, inner = pafs.FileSystem.from_uri(path)
-    with fs.open_input_stream(inner) as f:
-        return json.loads(f.read().decode("utf-8"))
 
 
 def _list_column(table: pa.Table, name: str) -> tuple[np.ndarray, pa.Array]:
