@@ -27,6 +27,7 @@ from recsys_core import fs_swap
 from recsys_core.errors import ConfigError
 from recsys_core.paths import Warehouse
 from recsys_core.publish.contract import SCHEMA
+from recsys_core.reproducible import warm_up_cpu_math
 from recsys_core.scoring.rank import popular_unseen, popularity_order, top_n_unseen
 from recsys_core.training import artifacts
 from recsys_core.training.data import RatingsCSR, load_features
@@ -129,6 +130,7 @@ def run_scoring(warehouse: Warehouse, ds: str, config: ScoreConfig | None = None
     """Score every user of ``features/ds=…`` with ``models/ds=…``; returns the summary."""
     config = config or ScoreConfig()
     config.validate()
+    warm_up_cpu_math()  # same bits on every run of the same model (see recsys_core.reproducible)
     started = time.monotonic()
     device, bf16 = select_device(config.device)
     features = load_features(warehouse.features(ds))

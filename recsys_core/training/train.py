@@ -1,8 +1,9 @@
 """The training loop: film AE, then the user AE with early stopping on validation NDCG@10.
 
 Seeded and deterministic on CPU (for a fixed thread count): parameters are initialized
-from ``torch.manual_seed(seed)``, and the epoch shuffles and input-dropout masks come from
-one CPU ``torch.Generator``. On CUDA the loop runs under bf16 autocast, with the loss in
+from ``torch.manual_seed(seed)``, the epoch shuffles and input-dropout masks come from
+one CPU ``torch.Generator``, and MKL's math kernels are warmed up first
+(``recsys_core.reproducible``). On CUDA the loop runs under bf16 autocast, with the loss in
 float32.
 """
 
@@ -22,6 +23,7 @@ import torch
 from recsys_core.errors import ConfigError
 from recsys_core.models.film_ae import FilmAE, FilmAEConfig, FilmBatch
 from recsys_core.models.user_ae import UserAE, UserAEConfig, UserBatch
+from recsys_core.reproducible import warm_up_cpu_math
 from recsys_core.training.data import FilmFeatures, RatingsCSR, Validation, gather_entries
 from recsys_core.training.metrics import standard_metrics
 
@@ -125,6 +127,7 @@ def train_film_ae(
     films: FilmFeatures, config: TrainConfig, device: torch.device, bf16: bool = False
 ) -> tuple[FilmAE, torch.Tensor, float]:
     """Train the film AE; returns (model, standardized film embeddings on CPU, last loss)."""
+    warm_up_cpu_math()
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     data = film_batch(films).to(device)
@@ -247,6 +250,7 @@ def train_user_ae(
     bf16: bool = False,
 ) -> UserTraining:
     """Mult-DAE training with early stopping; the returned model holds the best epoch's weights."""
+    warm_up_cpu_math()
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed + 1)
     model = UserAE(train.n_films, film_content, config.user).to(device)
