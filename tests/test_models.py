@@ -102,6 +102,22 @@ def test_multinomial_nll_equals_dense_log_softmax_reference():
     assert UserAE.multinomial_nll(logits, batch).item() == pytest.approx(reference.item(), rel=1e-6)
 
 
+def test_weighted_targets_match_the_dense_reference_exact_and_sampled():
+    """Target weights (e.g. 1 for liked films, 0 for the others) weigh each entry's log-probability."""
+    torch.manual_seed(0)
+    model = UserAE(5, torch.randn(5, 3), UserAEConfig(embedding_dim=4, hidden_dim=8))
+    batch = user_batch()
+    batch.targets = torch.tensor([1.0, 0.0, 0.5, 1.0, 0.0])
+    dense = torch.zeros(3, 5)
+    dense[batch.rows, batch.indices] = batch.targets
+    logits = model(batch)
+    reference = -(F.log_softmax(logits, dim=1) * dense).sum(dim=1).mean()
+    assert UserAE.multinomial_nll(logits, batch).item() == pytest.approx(reference.item(), rel=1e-6)
+    assert model.sampled_multinomial_nll(batch, torch.arange(5)).item() == pytest.approx(reference.item(), rel=1e-5)
+    unweighted = -(F.log_softmax(logits, dim=1) * (dense != 0).float()).sum(dim=1).mean()
+    assert reference.item() != pytest.approx(unweighted.item(), rel=1e-3)
+
+
 def test_sampled_softmax_is_exact_when_every_film_is_drawn_once():
     """With negatives = the whole vocabulary once, the estimated normalizer is the exact one."""
     torch.manual_seed(0)

@@ -6,10 +6,14 @@ builds features from generated data with real Spark.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import logging
 import math
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -188,7 +192,7 @@ def test_device_selection():
 
 
 def test_batch_size_and_softmax_choice():
-    assert auto_batch_size(610) == 32 and auto_batch_size(5_600) == 87 and auto_batch_size(283_228) == 1024
+    assert auto_batch_size(100) == 32 and auto_batch_size(610) == 122 and auto_batch_size(283_228) == 1024
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert use_sampled_softmax(TrainConfig(), 53_215, cpu) and not use_sampled_softmax(TrainConfig(), 9_724, cpu)
     assert not use_sampled_softmax(TrainConfig(), 53_215, cuda)
@@ -220,6 +224,37 @@ def test_same_seed_same_weights_on_cpu(tiny):
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
     _, u3 = train_once(tiny, replace(TINY, seed=4))
     assert not torch.equal(u1.free, u3.free)
+
+
+def test_loss_targets_are_the_liked_films():
+    csr = csr_from_lists([[(0, 5.0, 0), (1, 3.0, 1), (2, 4.0, 2)], [(3, 2.5, 0)]], 5)
+    batch = user_batch(csr, np.array([0, 1]), targets=(4.0, 0.2))
+    assert batch.targets.tolist() == pytest.approx([1.0, 0.2, 1.0, 0.2])
+    assert batch.weights.tolist() == pytest.approx([3**-0.5] * 3 + [1.0])  # every rating is an input
+    assert user_batch(csr, np.array([0, 1])).targets is None
+
+
+def test_refit_on_every_rating_when_validation_hides_a_large_share(tiny):
+    plain = run_training(tiny, DS, replace(TINY, refit_min_hidden_share=1.1))
+    refit = run_training(tiny, DS, replace(TINY, refit_min_hidden_share=0.0))
+    assert plain.manifest["refit"] is None
+    assert refit.manifest["refit"]["epochs"] == refit.manifest["best_epoch"] == plain.manifest["best_epoch"]
+    assert refit.manifest["metrics"] == plain.manifest["metrics"]  # the validated run's figures
+    assert not torch.equal(refit.user.model.free, plain.user.model.free)
+    saved = artifacts.load_models(tiny.models(DS), load_features(tiny.features(DS)).manifest)
+    assert torch.equal(saved.user.free, refit.user.model.free)  # the refit model is the one published
+    no_time = run_training(tiny, DS, replace(TINY, refit_min_hidden_share=0.0, max_minutes=1e-9))
+    assert no_time.manifest["refit"] is None  # a refit that cannot fit in the cap is skipped
+
+
+def test_train_job_gives_identical_weights_in_separate_processes(tiny):
+    digests = []
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        subprocess.run([sys.executable, str(ROOT / "jobs" / "train.py"), "--warehouse", tiny.root, "--ds", DS,
+                        "--epochs", "3", "--device", "cpu"], env=env, capture_output=True, check=True)  # fmt: skip
+        digests.append({p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in Path(tiny.models(DS)).glob("*.pt")})
+    assert len(digests[0]) == 2 and digests[0] == digests[1]
 
 
 def test_run_saves_loads_and_checks_vocabulary(tiny):

@@ -27,7 +27,7 @@ from torch import nn
 class UserAEConfig:
     embedding_dim: int = 64
     hidden_dim: int = 256
-    input_dropout: float = 0.5
+    input_dropout: float = 0.3
     init_std: float = 0.01
 
 
@@ -39,13 +39,19 @@ class UserBatch:
     offsets: torch.Tensor  # (B,) int64 start of each user in ``indices``
     weights: torch.Tensor  # (nnz,) float32 input weight of each entry
     rows: torch.Tensor  # (nnz,) int64 row of each entry within the batch (0..B-1)
+    # (nnz,) float32 loss weight of each entry as a reconstruction target; None: every entry 1
+    targets: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
         return self.offsets.shape[0]
 
     def to(self, device: torch.device | str) -> UserBatch:
-        return UserBatch(*(t.to(device) for t in (self.indices, self.offsets, self.weights, self.rows)))
+        targets = None if self.targets is None else self.targets.to(device)
+        return UserBatch(*(t.to(device) for t in (self.indices, self.offsets, self.weights, self.rows)), targets)
+
+    def target_weights(self) -> torch.Tensor:
+        return self.targets if self.targets is not None else torch.ones_like(self.weights)
 
 
 class UserAE(nn.Module):
@@ -88,16 +94,16 @@ class UserAE(nn.Module):
         return self.scores(self.encode(batch))
 
     @staticmethod
-    def multinomial_nll(logits: torch.Tensor, batch: UserBatch, targets: torch.Tensor | None = None) -> torch.Tensor:
+    def multinomial_nll(logits: torch.Tensor, batch: UserBatch) -> torch.Tensor:
         """Mean over users of ``-sum_j target_j * log_softmax(logits)_j``.
 
-        The targets are the batch's entries (weight ``targets`` or 1), gathered from the
-        flat logits, so no dense (B, n_films) target matrix is needed:
+        The targets are the batch's entries (weight ``batch.targets`` or 1), gathered from
+        the flat logits, so no dense (B, n_films) target matrix is needed:
         ``sum_j t_j log_softmax_j = sum_j t_j logits_j - (sum_j t_j) * logsumexp(logits)``.
         """
         logits = logits.float()
         n_films = logits.shape[1]
-        t = targets if targets is not None else torch.ones_like(batch.weights)
+        t = batch.target_weights()
         picked = logits.reshape(-1)[batch.rows * n_films + batch.indices]
         per_row_t = torch.zeros(logits.shape[0], device=logits.device).index_add_(0, batch.rows, t)
         ll = (picked * t).sum() - (per_row_t * torch.logsumexp(logits, dim=1)).sum()
@@ -126,5 +132,6 @@ class UserAE(nn.Module):
             torch.logsumexp(batch_logits, dim=1), torch.logsumexp(sampled_logits + log_w, dim=1)
         )
         picked = batch_logits[batch.rows, position]
-        per_row = torch.zeros(batch.size, device=picked.device).index_add_(0, batch.rows, torch.ones_like(picked))
-        return -(picked.sum() - (per_row * log_z).sum()) / batch.size
+        t = batch.target_weights()
+        per_row_t = torch.zeros(batch.size, device=picked.device).index_add_(0, batch.rows, t)
+        return -((picked * t).sum() - (per_row_t * log_z).sum()) / batch.size
