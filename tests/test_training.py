@@ -14,6 +14,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from recsys_core.training.metrics import ndcg_recall
 from recsys_core.training.train import (
     TrainConfig,
     auto_batch_size,
+    refit_user_ae,
     run_training,
     select_device,
     train_film_ae,
@@ -239,12 +241,17 @@ def test_refit_on_every_rating_when_validation_hides_a_large_share(tiny):
     refit = run_training(tiny, DS, replace(TINY, refit_min_hidden_share=0.0))
     assert plain.manifest["refit"] is None
     assert refit.manifest["refit"]["epochs"] == refit.manifest["best_epoch"] == plain.manifest["best_epoch"]
+    assert refit.manifest["refit"]["complete"]
     assert refit.manifest["metrics"] == plain.manifest["metrics"]  # the validated run's figures
     assert not torch.equal(refit.user.model.free, plain.user.model.free)
     saved = artifacts.load_models(tiny.models(DS), load_features(tiny.features(DS)).manifest)
     assert torch.equal(saved.user.free, refit.user.model.free)  # the refit model is the one published
     no_time = run_training(tiny, DS, replace(TINY, refit_min_hidden_share=0.0, max_minutes=1e-9))
     assert no_time.manifest["refit"] is None  # a refit that cannot fit in the cap is skipped
+    features = load_features(tiny.features(DS))
+    _, cut = refit_user_ae(features.users.csr, None, TINY, torch.device("cpu"), False, epochs=3,
+                           deadline=time.monotonic())  # fmt: skip
+    assert cut["complete"] is False and cut["epochs"] == 1  # one batch, then the cap: dropped by the caller
 
 
 def test_train_job_gives_identical_weights_in_separate_processes(tiny):

@@ -261,7 +261,7 @@ class UserTraining:
     seconds: float
     batch_size: int
     sampled_softmax: bool
-    refit: dict | None = None  # {"epochs", "seconds"} when the shipped model was refit on every rating
+    refit: dict | None = None  # {"epochs", "complete", ...} when a refit on every rating ran
 
 
 @dataclass
@@ -349,7 +349,7 @@ def train_user_ae(
     The returned model holds the best epoch's weights; or, when ``full`` (every rating,
     the validation users' hidden ones included) is given and validation hid at least
     ``config.refit_min_hidden_share`` of it, a fresh model trained on ``full`` for the best
-    number of epochs (if that fits in the time left).
+    number of epochs (if that fits in the time left; a refit the cap cuts short is dropped).
     """
     warm_up_cpu_math()
     started = time.monotonic()
@@ -396,7 +396,11 @@ def train_user_ae(
     if full is not None and should_refit(validation, full, config):
         epoch_seconds = sum(h["seconds"] for h in history) / len(history)
         if time.monotonic() + best[1] * epoch_seconds <= deadline:
-            model, refit = refit_user_ae(full, film_content, config, device, bf16, best[1], deadline)
+            refit_model, refit = refit_user_ae(full, film_content, config, device, bf16, best[1], deadline)
+            if refit["complete"]:
+                model = refit_model
+            else:
+                log.info("refit cut by the time cap: keeping the validated model")
         else:
             log.info("no refit: %d epochs (~%.0fs) do not fit in the time cap", best[1], best[1] * epoch_seconds)
     model.eval()
@@ -420,10 +424,17 @@ def refit_user_ae(full: RatingsCSR, film_content: torch.Tensor | None, config: T
     torch.manual_seed(config.seed)
     model = UserAE(full.n_films, film_content, config.user).to(device)
     loop = new_loop(model, full, config, device, bf16, deadline, config.seed + 1)
-    losses = [train_epoch(model, loop, epoch)[0] for epoch in range(1, epochs + 1)]
+    users = int(np.count_nonzero(full.counts))
+    losses, complete = [], True
+    for epoch in range(1, epochs + 1):
+        loss, seen = train_epoch(model, loop, epoch)
+        losses.append(loss)
+        if seen < users:  # the time cap cut this epoch
+            complete = False
+            break
     seconds = time.monotonic() - t0
-    log.info("refit on every rating: %d epochs, final loss %.4f, %.1fs", epochs, losses[-1], seconds)
-    return model, {"epochs": epochs, "final_loss": losses[-1], "seconds": round(seconds, 3)}
+    log.info("refit on every rating: %d epochs, final loss %.4f, %.1fs", len(losses), losses[-1], seconds)
+    return model, {"epochs": len(losses), "complete": complete, "final_loss": losses[-1], "seconds": round(seconds, 3)}
 
 
 def user_embeddings(model: UserAE, csr: RatingsCSR, device: torch.device, batch_size: int = 4096) -> np.ndarray:
