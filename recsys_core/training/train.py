@@ -269,6 +269,7 @@ class EpochLoop:
     """What one user-AE epoch needs besides the model: data, optimizer, randomness, the cap."""
 
     csr: RatingsCSR
+    rows: np.ndarray  # the users with at least one rating: the ones an epoch trains on
     optimizer: torch.optim.Optimizer
     generator: torch.Generator
     config: TrainConfig
@@ -290,8 +291,7 @@ def train_epoch(model: UserAE, loop: EpochLoop, epoch: int) -> tuple[float, int]
     """
     config, device = loop.config, loop.device
     model.train()
-    rows = np.flatnonzero(loop.csr.counts > 0)
-    order = rows[torch.randperm(len(rows), generator=loop.generator).numpy()]
+    order = loop.rows[torch.randperm(len(loop.rows), generator=loop.generator).numpy()]
     t0 = time.monotonic()
     total, seen, last_log = 0.0, 0, t0
     for lo in range(0, len(order), loop.batch_size):
@@ -319,20 +319,28 @@ def train_epoch(model: UserAE, loop: EpochLoop, epoch: int) -> tuple[float, int]
     return total / max(seen, 1), seen
 
 
-def new_loop(model: UserAE, csr: RatingsCSR, config: TrainConfig, device: torch.device, bf16: bool,
-             deadline: float, generator_seed: int) -> EpochLoop:  # fmt: skip
-    rows = int(np.count_nonzero(csr.counts))
-    return EpochLoop(
+def seeded_model_and_loop(csr: RatingsCSR, film_content: torch.Tensor | None, config: TrainConfig,
+                          device: torch.device, bf16: bool, deadline: float) -> tuple[UserAE, EpochLoop]:  # fmt: skip
+    """A freshly initialized user AE and its epoch loop, both from ``config.seed``.
+
+    The validated run and the refit start from the same weights and the same shuffles.
+    """
+    torch.manual_seed(config.seed)
+    model = UserAE(csr.n_films, film_content, config.user).to(device)
+    rows = np.flatnonzero(csr.counts > 0)
+    loop = EpochLoop(
         csr=csr,
+        rows=rows,
         optimizer=adamw(model.parameters(), config.lr, config.weight_decay),
-        generator=torch.Generator().manual_seed(generator_seed),
+        generator=torch.Generator().manual_seed(config.seed + 1),
         config=config,
         device=device,
         bf16=bf16,
-        batch_size=config.batch_size or auto_batch_size(rows),
+        batch_size=config.batch_size or auto_batch_size(len(rows)),
         sampled=use_sampled_softmax(config, csr.n_films, device),
         deadline=deadline,
     )
+    return model, loop
 
 
 def train_user_ae(
@@ -354,12 +362,9 @@ def train_user_ae(
     warm_up_cpu_math()
     started = time.monotonic()
     deadline = started + config.max_minutes * 60
-    torch.manual_seed(config.seed)
-    model = UserAE(train.n_films, film_content, config.user).to(device)
-    loop = new_loop(model, train, config, device, bf16, deadline, config.seed + 1)
-    log.info("user AE: %d training users, batch %d, %s softmax%s", int(np.count_nonzero(train.counts)),
-             loop.batch_size, "sampled" if loop.sampled else "exact",
-             f" ({config.negatives} negatives)" if loop.sampled else "")  # fmt: skip
+    model, loop = seeded_model_and_loop(train, film_content, config, device, bf16, deadline)
+    log.info("user AE: %d training users, batch %d, %s softmax%s", len(loop.rows), loop.batch_size,
+             "sampled" if loop.sampled else "exact", f" ({config.negatives} negatives)" if loop.sampled else "")  # fmt: skip
     history: list[dict] = []
     best: tuple[float, int, dict, dict] | None = None  # ndcg, epoch, state, metrics
     stale = 0
@@ -421,15 +426,12 @@ def refit_user_ae(full: RatingsCSR, film_content: torch.Tensor | None, config: T
     history, which is what predicts the next films best.
     """
     t0 = time.monotonic()
-    torch.manual_seed(config.seed)
-    model = UserAE(full.n_films, film_content, config.user).to(device)
-    loop = new_loop(model, full, config, device, bf16, deadline, config.seed + 1)
-    users = int(np.count_nonzero(full.counts))
+    model, loop = seeded_model_and_loop(full, film_content, config, device, bf16, deadline)
     losses, complete = [], True
     for epoch in range(1, epochs + 1):
         loss, seen = train_epoch(model, loop, epoch)
         losses.append(loss)
-        if seen < users:  # the time cap cut this epoch
+        if seen < len(loop.rows):  # the time cap cut this epoch
             complete = False
             break
     seconds = time.monotonic() - t0
