@@ -163,22 +163,32 @@ def _labels(results: dict) -> list[str]:
     return [info["label"] for info in results["methods"].values()]
 
 
+def _grouped_bars(ax, series: list[tuple[str, list[float]]], tick_labels: list[str]) -> None:
+    """One bar per (label, values) series side by side at each tick, with a legend."""
+    width = 0.8 / max(len(series), 1)
+    for i, (label, values) in enumerate(series):
+        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(tick_labels))]
+        ax.bar(xs, values, width, label=label)
+    ax.set_xticks(range(len(tick_labels)), tick_labels)
+    ax.legend(fontsize=8, ncol=2)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_metrics(results: dict, path: Path) -> None:
     methods = list(results["methods"].values())
     metrics = [m for m in BAR_METRICS if all(m in info["metrics"] for info in methods)]
     fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(metrics)), 4.5))
-    width = 0.8 / max(len(methods), 1)
-    for i, info in enumerate(methods):
-        xs = [j + (i - (len(methods) - 1) / 2) * width for j in range(len(metrics))]
-        ax.bar(xs, [info["metrics"][m] for m in metrics], width, label=info["label"])
-    ax.set_xticks(range(len(metrics)), [TABLE_METRICS[m][0] for m in metrics])
+    series = [(info["label"], [info["metrics"][m] for m in metrics]) for info in methods]
+    _grouped_bars(ax, series, [TABLE_METRICS[m][0] for m in metrics])
     ax.set_ylabel("mean over evaluated users")
     ax.set_title("Top-N quality per method (held-out ratings ≥ relevant threshold)")
-    ax.legend(fontsize=8, ncol=2)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_training(results: dict, path: Path) -> bool:
@@ -207,9 +217,7 @@ def plot_training(results: dict, path: Path) -> bool:
     ax2.legend(fontsize=7)
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
@@ -217,21 +225,14 @@ def plot_activity(results: dict, path: Path) -> None:
     act = results["activity"]
     labels = [f"{lab}\n({n} users)" for lab, n in zip(act["labels"], act["users"], strict=True)]
     keep = [i for i, n in enumerate(act["users"]) if n > 0]
-    methods = list(act["methods"].items())
     fig, ax = plt.subplots(figsize=(max(8, 1.5 * len(keep)), 4.5))
-    width = 0.8 / max(len(methods), 1)
-    for i, (name, values) in enumerate(methods):
-        xs = [j + (i - (len(methods) - 1) / 2) * width for j in range(len(keep))]
-        ax.bar(xs, [values[b] or 0.0 for b in keep], width, label=results["methods"][name]["label"])
-    ax.set_xticks(range(len(keep)), [labels[b] for b in keep])
+    series = [(results["methods"][name]["label"], [values[b] or 0.0 for b in keep])
+              for name, values in act["methods"].items()]  # fmt: skip
+    _grouped_bars(ax, series, [labels[b] for b in keep])
     ax.set_xlabel("user's number of training ratings")
     ax.set_ylabel("Recall@20")
     ax.set_title("Recall@20 by user activity")
-    ax.legend(fontsize=8, ncol=2)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_popularity(results: dict, path: Path) -> None:
@@ -253,9 +254,7 @@ def plot_popularity(results: dict, path: Path) -> None:
     ax2.set_title("Accuracy vs. catalog coverage")
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 # ---------------------------------------------------------------- documents
