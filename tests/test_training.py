@@ -31,6 +31,7 @@ from recsys_core.models import FilmAEConfig, UserAEConfig
 from recsys_core.paths import Warehouse
 from recsys_core.training import artifacts
 from recsys_core.training.data import RatingsCSR, load_features, load_users, split_validation
+from recsys_core.training.item_item import ItemItemConfig
 from recsys_core.training.metrics import ndcg_recall
 from recsys_core.training.train import (
     TrainConfig,
@@ -254,6 +255,23 @@ def test_refit_on_every_rating_when_validation_hides_a_large_share(tiny):
     assert cut["complete"] is False and cut["epochs"] == 1  # one batch, then the cap: dropped by the caller
 
 
+def test_item_item_blend_is_chosen_on_validation(tiny):
+    run = run_training(tiny, DS, replace(TINY, item=ItemItemConfig(l2=5.0, blends=(0.0, 1.0, 3.0))))
+    item = run.manifest["item_item"]
+    assert [row["blend"] for row in item["grid"]] == [0.0, 1.0, 3.0]
+    chosen = next(row for row in item["grid"] if row["blend"] == item["blend"])
+    assert chosen["ndcg@10"] == max(row["ndcg@10"] for row in item["grid"])
+    assert run.manifest["metrics"]["model"] == {k: v for k, v in chosen.items() if k != "blend"}
+    assert {k: v for k, v in item["grid"][0].items() if k != "blend"} == run.manifest["metrics"]["autoencoder"]
+    assert float(run.user.model.item_item.blend) == item["blend"]
+    assert item["films"] > 1 and run.user.model.item_item.weight.abs().sum() > 0
+
+    off = run_training(tiny, DS, replace(TINY, item=ItemItemConfig(blends=(0.0,))))
+    assert off.manifest["item_item"]["blend"] == 0.0
+    assert off.manifest["metrics"]["model"] == off.manifest["metrics"]["autoencoder"]
+    assert not off.user.model.item_item.active
+
+
 def test_train_job_gives_identical_weights_in_separate_processes(tiny):
     digests = []
     for hash_seed in ("1", "2"):
@@ -271,7 +289,7 @@ def test_run_saves_loads_and_checks_vocabulary(tiny):
     features = load_features(tiny.features(DS))
     assert manifest["vocabulary"] == features.manifest["hashes"]
     assert manifest["seed"] == 3 and manifest["device"] == "cpu" and 1 <= manifest["epochs_run"] <= 3
-    assert set(manifest["metrics"]) == {"model", "popularity"}
+    assert set(manifest["metrics"]) == {"model", "autoencoder", "popularity"}
     assert "ndcg@10" in manifest["metrics"]["popularity"] and manifest["wall_seconds"] > 0
 
     loaded = artifacts.load_models(model_dir, features.manifest)
@@ -294,8 +312,8 @@ def test_run_saves_loads_and_checks_vocabulary(tiny):
     assert films.column("movie_id").to_pylist() == list(range(10, 160, 10))
     u = np.stack(users.column("embedding").to_numpy(zero_copy_only=False))
     f = np.stack(films.column("embedding").to_numpy(zero_copy_only=False))
-    with torch.no_grad():
-        expected = run.user.model(batch).numpy()
+    with torch.no_grad():  # the embeddings are the AE's side of the score (no item-item term)
+        expected = run.user.model.ae_logits(batch).numpy()
     np.testing.assert_allclose(u @ f.T + films.column("bias").to_numpy(), expected, rtol=1e-4, atol=1e-4)
     assert not any(p.name.startswith(".staging") for p in Path(model_dir).parent.iterdir())
 

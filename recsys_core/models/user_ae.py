@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from recsys_core.models.item_item import ItemItemTerm
+
 
 @dataclass
 class UserAEConfig:
@@ -29,6 +31,8 @@ class UserAEConfig:
     hidden_dim: int = 256
     input_dropout: float = 0.3
     init_std: float = 0.01
+    item_neighbours: int = 200  # weights kept per film in the item-item term (0: no term)
+    liked_rating: float = 4.0  # ratings from here up are the item-item term's input
 
 
 @dataclass
@@ -41,6 +45,8 @@ class UserBatch:
     rows: torch.Tensor  # (nnz,) int64 row of each entry within the batch (0..B-1)
     # (nnz,) float32 loss weight of each entry as a reconstruction target; None: every entry 1
     targets: torch.Tensor | None = None
+    # (nnz,) float32 1 where the entry is a liked rating (the item-item term's input); None: none
+    liked: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -48,7 +54,8 @@ class UserBatch:
 
     def to(self, device: torch.device | str) -> UserBatch:
         targets = None if self.targets is None else self.targets.to(device)
-        return UserBatch(*(t.to(device) for t in (self.indices, self.offsets, self.weights, self.rows)), targets)
+        liked = None if self.liked is None else self.liked.to(device)
+        return UserBatch(*(t.to(device) for t in (self.indices, self.offsets, self.weights, self.rows)), targets, liked)
 
     def target_weights(self) -> torch.Tensor:
         return self.targets if self.targets is not None else torch.ones_like(self.weights)
@@ -72,6 +79,7 @@ class UserAE(nn.Module):
         # no content (a data set without any film features): free vectors only
         self.content_proj = nn.Linear(content.shape[1], c.embedding_dim, bias=False) if content.shape[1] else None
         nn.init.normal_(self.encoder_bag.weight, std=c.init_std)
+        self.item_item = ItemItemTerm(n_films, c.item_neighbours)
 
     def encode(self, batch: UserBatch) -> torch.Tensor:
         hidden = self.encoder_bag(batch.indices, batch.offsets, per_sample_weights=batch.weights)
@@ -90,8 +98,21 @@ class UserAE(nn.Module):
     def scores(self, user_embedding: torch.Tensor) -> torch.Tensor:
         return user_embedding @ self.film_vectors().T + self.film_bias
 
-    def forward(self, batch: UserBatch) -> torch.Tensor:
+    def ae_logits(self, batch: UserBatch) -> torch.Tensor:
+        """(B, n_films) the autoencoder's logits alone: what training fits."""
         return self.scores(self.encode(batch))
+
+    def item_scores(self, batch: UserBatch) -> torch.Tensor | None:
+        """(B, n_films) the blended item-item term, or None when it is off."""
+        if not self.item_item.active or batch.liked is None:
+            return None
+        return self.item_item.scores(batch.rows, batch.indices, batch.liked, batch.size)
+
+    def forward(self, batch: UserBatch) -> torch.Tensor:
+        """(B, n_films) recommendation scores: AE logits plus the item-item term."""
+        logits = self.ae_logits(batch)
+        extra = self.item_scores(batch)
+        return logits if extra is None else logits + extra
 
     @staticmethod
     def multinomial_nll(logits: torch.Tensor, batch: UserBatch) -> torch.Tensor:

@@ -99,9 +99,11 @@ def score_model_users(writer: pq.ParquetWriter, model, csr: RatingsCSR, rows: np
         vectors, bias = model.film_vectors(), model.film_bias  # once, not per batch
         for lo in range(0, len(rows), config.batch_size):
             part = rows[lo : lo + config.batch_size]
-            batch = user_batch(csr, part).to(device)
+            batch = user_batch(csr, part, liked_rating=model.config.liked_rating).to(device)
             with autocast(device, bf16):
                 scores = model.encode(batch) @ vectors.T + bias
+                extra = model.item_scores(batch)  # the item-item term (None when off)
+                scores = scores if extra is None else scores + extra
             films, values, count = top_n_unseen(scores.float(), batch.rows, batch.indices, config.top_n)
             table = rows_table(user_ids[part], films, values, count, movie_ids, "model", version)
             writer.write_table(table)

@@ -25,6 +25,7 @@ from recsys_core.models.film_ae import FilmAE, FilmAEConfig, FilmBatch
 from recsys_core.models.user_ae import UserAE, UserAEConfig, UserBatch
 from recsys_core.reproducible import warm_up_cpu_math
 from recsys_core.training.data import FilmFeatures, RatingsCSR, Validation, gather_entries
+from recsys_core.training.item_item import ItemItemConfig, fit_item_item
 from recsys_core.training.metrics import standard_metrics
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class TrainConfig:
     negatives: int = 4096  # uniformly drawn films per batch for the sampled softmax
     film: FilmAEConfig = field(default_factory=FilmAEConfig)
     user: UserAEConfig = field(default_factory=UserAEConfig)
+    item: ItemItemConfig = field(default_factory=ItemItemConfig)
 
     def validate(self) -> None:
         if self.device not in ("auto", "cpu", "cuda"):
@@ -80,6 +82,10 @@ class TrainConfig:
             raise ConfigError(f"max_minutes must be > 0, got {self.max_minutes}")
         if self.low_target_weight < 0:
             raise ConfigError(f"low_target_weight must be >= 0, got {self.low_target_weight}")
+        if self.user.item_neighbours < 0:
+            raise ConfigError(f"user.item_neighbours must be >= 0, got {self.user.item_neighbours}")
+        if self.item.l2 <= 0 or self.item.max_films < 0 or not self.item.blends:
+            raise ConfigError(f"item: l2 must be > 0, max_films >= 0 and blends non-empty, got {self.item}")
         if not 0.0 <= self.user.input_dropout < 1.0:
             raise ConfigError(f"user.input_dropout must be in [0, 1), got {self.user.input_dropout}")
 
@@ -180,13 +186,15 @@ def user_batch(
     dropout: float = 0.0,
     generator: torch.Generator | None = None,
     targets: tuple[float, float] | None = None,
+    liked_rating: float = 4.0,
 ) -> UserBatch:
     """EmbeddingBag inputs for ``rows``: L2-normalized binary weights, with input dropout.
 
     Dropped entries keep weight 0 (they stay in the batch as loss targets); kept ones are
     scaled by 1 / (1 - dropout) as in inverted dropout. ``targets`` = (min_rating,
     low_weight) gives each entry its loss weight: 1 from ``min_rating`` up, else
-    ``low_weight``; None leaves every entry a target of weight 1.
+    ``low_weight``; None leaves every entry a target of weight 1. Entries rated from
+    ``liked_rating`` up are marked liked (the item-item term's input).
     """
     positions, counts = gather_entries(csr.indptr, rows)
     norm = 1.0 / np.sqrt(np.maximum(counts, 1)).astype(np.float32)
@@ -206,6 +214,7 @@ def user_batch(
         weights=weights,
         rows=torch.from_numpy(np.repeat(np.arange(len(rows), dtype=np.int64), counts)),
         targets=target_weights,
+        liked=torch.from_numpy((csr.ratings[positions] >= liked_rating).astype(np.float32)),
     )
 
 
@@ -216,12 +225,13 @@ def top_k_unseen(
     k: int,
     batch_size: int,
     device: torch.device,
+    liked_rating: float = 4.0,
 ) -> np.ndarray:
     """(len(users), min(k, n_films)) best films per user by ``score_fn``, rated films excluded."""
     k = min(k, csr.n_films)
     out = np.zeros((len(users), k), dtype=np.int64)
     for lo in range(0, len(users), batch_size):
-        batch = user_batch(csr, users[lo : lo + batch_size]).to(device)
+        batch = user_batch(csr, users[lo : lo + batch_size], liked_rating=liked_rating).to(device)
         scores = score_fn(batch).float()
         scores[batch.rows, batch.indices] = -torch.inf
         out[lo : lo + batch.size] = torch.topk(scores, k, dim=1).indices.cpu().numpy()
@@ -248,7 +258,8 @@ def evaluate(model: UserAE, train: RatingsCSR, validation: Validation, config: T
             return model(batch)
 
     with torch.no_grad():
-        top = top_k_unseen(score, train, validation.users, config.top_k, config.eval_batch_size, device)
+        top = top_k_unseen(score, train, validation.users, config.top_k, config.eval_batch_size, device,
+                           config.user.liked_rating)  # fmt: skip
     return standard_metrics(top, validation.relevant)
 
 
@@ -262,6 +273,8 @@ class UserTraining:
     batch_size: int
     sampled_softmax: bool
     refit: dict | None = None  # {"epochs", "complete", ...} when a refit on every rating ran
+    item_item: dict | None = None  # the item-item term: films, blend, validation per blend
+    autoencoder_metrics: dict | None = None  # validation metrics of the AE alone
 
 
 @dataclass
@@ -299,13 +312,13 @@ def train_epoch(model: UserAE, loop: EpochLoop, epoch: int) -> tuple[float, int]
             log.info("time cap of %.1f min reached inside epoch %d after %d users", config.max_minutes, epoch, seen)
             break
         batch = user_batch(loop.csr, order[lo : lo + loop.batch_size], config.user.input_dropout, loop.generator,
-                           loop.targets()).to(device)  # fmt: skip
+                           loop.targets(), config.user.liked_rating).to(device)  # fmt: skip
         with autocast(device, loop.bf16):
             if loop.sampled:
                 negatives = torch.randint(loop.csr.n_films, (config.negatives,), generator=loop.generator)
                 loss = model.sampled_multinomial_nll(batch, negatives.to(device))
             else:
-                loss = UserAE.multinomial_nll(model(batch), batch)
+                loss = UserAE.multinomial_nll(model.ae_logits(batch), batch)
         loop.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         loop.optimizer.step()
@@ -397,20 +410,50 @@ def train_user_ae(
             break
     assert best is not None
     model.load_state_dict(best[2])
+    item_item, metrics = add_item_item(model, train, validation, config, device, bf16)
     refit = None
     if full is not None and should_refit(validation, full, config):
         epoch_seconds = sum(h["seconds"] for h in history) / len(history)
         if time.monotonic() + best[1] * epoch_seconds <= deadline:
             refit_model, refit = refit_user_ae(full, film_content, config, device, bf16, best[1], deadline)
             if refit["complete"]:
+                fit = fit_item_item(full, config.user.item_neighbours, config.item, config.user.liked_rating)
+                refit_model.item_item.set(fit.index.to(device), fit.weight.to(device), float(model.item_item.blend))
+                refit["item_item_seconds"] = round(fit.seconds, 3)
                 model = refit_model
             else:
                 log.info("refit cut by the time cap: keeping the validated model")
         else:
             log.info("no refit: %d epochs (~%.0fs) do not fit in the time cap", best[1], best[1] * epoch_seconds)
     model.eval()
-    return UserTraining(model, history, best[1], best[3], time.monotonic() - started, loop.batch_size,
-                        loop.sampled, refit)  # fmt: skip
+    return UserTraining(model, history, best[1], metrics, time.monotonic() - started, loop.batch_size,
+                        loop.sampled, refit, item_item, best[3])  # fmt: skip
+
+
+def add_item_item(model: UserAE, train: RatingsCSR, validation: Validation, config: TrainConfig,
+                  device: torch.device, bf16: bool) -> tuple[dict, dict]:  # fmt: skip
+    """Fit the item-item term on ``train`` and pick its blend weight on ``validation``.
+
+    Returns (a summary for the manifest, the validation metrics of the chosen blend). Each
+    blend of ``config.item.blends`` is scored on the validation users; the best NDCG@10
+    wins (ties: the smaller blend), so 0, the AE alone, is kept when the term does not help.
+    """
+    fit = fit_item_item(train, config.user.item_neighbours, config.item, config.user.liked_rating)
+    model.item_item.set(fit.index.to(device), fit.weight.to(device))
+    grid, best = [], None
+    for blend in sorted(config.item.blends):
+        model.item_item.set_blend(blend)
+        metrics = evaluate(model, train, validation, config, device, bf16)
+        grid.append({"blend": blend, **metrics})
+        if best is None or metrics.get("ndcg@10", math.nan) > best[1].get("ndcg@10", math.nan):
+            best = (blend, metrics)
+    assert best is not None
+    model.item_item.set_blend(best[0])
+    log.info("item-item blend %.1f: validation ndcg@10 %.4f (AE alone %.4f)", best[0],
+             best[1].get("ndcg@10", math.nan), grid[0].get("ndcg@10", math.nan) if grid[0]["blend"] == 0 else math.nan)  # fmt: skip
+    summary = {"films": fit.films, "neighbours": config.user.item_neighbours, "l2": config.item.l2,
+               "blend": best[0], "seconds": round(fit.seconds, 3), "grid": grid}  # fmt: skip
+    return summary, best[1]
 
 
 def should_refit(validation: Validation, full: RatingsCSR, config: TrainConfig) -> bool:
@@ -501,8 +544,9 @@ def run_training(warehouse, ds: str, config: TrainConfig | None = None) -> Train
         "epochs_run": len(user.history),
         "best_epoch": user.best_epoch,
         "refit": user.refit,
+        "item_item": user.item_item,
         "user_ae_seconds": round(user.seconds, 3),
-        "metrics": {"model": user.metrics, "popularity": popularity},
+        "metrics": {"model": user.metrics, "autoencoder": user.autoencoder_metrics, "popularity": popularity},
         "history": user.history,
     }  # fmt: skip
     with torch.no_grad():

@@ -1,0 +1,48 @@
+"""The item-item term beside the user AE: a sparse linear map from a user's liked films to
+scores over the vocabulary (each film keeps its ``k`` strongest weights).
+
+A rank-64 decoder scores films through a narrow user embedding, so it blurs the specific
+"liked X, so Y" links that a full-rank item-item model keeps; adding this term to the AE's
+logits at scoring time restores them. The weights are fitted in closed form after the AE
+(``recsys_core.training.item_item``); ``blend`` (chosen on the validation users) scales the
+term against the AE's logits, and 0 switches it off.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ItemItemTerm(nn.Module):
+    def __init__(self, n_films: int, k: int):
+        super().__init__()
+        self.n_films, self.k = n_films, k
+        self.register_buffer("index", torch.zeros((n_films, k), dtype=torch.int64))
+        self.register_buffer("weight", torch.zeros((n_films, k)))
+        self.register_buffer("blend", torch.zeros(()))
+
+    def set(self, index: torch.Tensor, weight: torch.Tensor, blend: float | None = None) -> None:
+        if index.shape != self.index.shape or weight.shape != self.weight.shape:
+            raise ValueError(f"item-item term of shape {tuple(index.shape)} for {tuple(self.index.shape)}")
+        self.index.copy_(index)
+        self.weight.copy_(weight)
+        if blend is not None:
+            self.set_blend(blend)
+
+    def set_blend(self, blend: float) -> None:
+        self.blend.fill_(float(blend))
+
+    @property
+    def active(self) -> bool:
+        return self.k > 0 and float(self.blend) != 0.0
+
+    def scores(self, rows: torch.Tensor, films: torch.Tensor, liked: torch.Tensor, n_rows: int) -> torch.Tensor:
+        """(n_rows, n_films) ``blend * sum_i liked_i W[i]`` for the entries (rows, films, liked)."""
+        n = self.n_films
+        keep = liked > 0
+        rows, films = rows[keep], films[keep]
+        target = (rows[:, None] * n + self.index[films]).reshape(-1)
+        values = (self.weight[films] * self.blend).reshape(-1)
+        out = torch.zeros(n_rows * n, dtype=values.dtype, device=values.device)
+        return out.index_add_(0, target, values).view(n_rows, n)
