@@ -144,7 +144,7 @@ def record_metrics(warehouse: str, run_ds: str) -> dict:
         "top_n": Param(100, type="integer", minimum=1, maximum=1000, description="films per user"),
         "min_film_ratings": Param(1, type="integer", minimum=1, description="ratings a film needs to be scored"),
         "max_epochs": Param(50, type="integer", minimum=1, description="cap on user-AE epochs"),
-        "max_minutes": Param(25, type="number", exclusiveMinimum=0, description="cap on user-AE training time"),
+        "max_minutes": Param(25, type="number", exclusiveMinimum=0, description="cap on the item-item fit + user-AE training time"),
         "seed": Param(42, type="integer", description="random seed of training"),
         "min_model_ratio": Param(1.1, type="number", minimum=0,
                                  description="gate: model NDCG@10 >= this x popularity's"),

@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ds", required=True, help="logical date YYYY-MM-DD")
     parser.add_argument("--epochs", type=int, default=50, help="most user-AE epochs (default 50)")
     parser.add_argument("--max-minutes", type=float, default=25.0,
-                        help="wall-time cap of the user-AE loop in minutes (default 25)")
+                        help="wall-time cap of the item-item fit + user-AE loop in minutes (default 25)")
     parser.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                         help="auto = CUDA when available, else CPU")

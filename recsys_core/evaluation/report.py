@@ -286,7 +286,7 @@ def _sections(results: dict, have_training: bool) -> list[tuple[str, str, object
         ("table", "", timing_table(results)),
         ("p", ("Baselines: tuned by NDCG@10 on an inner temporal split of the training part (same rule), "
               "then fitted on the whole training part; *tune* includes every grid fit. The model: *fit* "
-              "= `run_training` (film AE + user AE with early stopping), *recommend* = `run_scoring` "
+              "= `run_training` (film AE, user AE with early stopping, item-item term), *recommend* = `run_scoring` "
               f"(every user). Split {results['timings'].get('split', 0):.1f} s, Spark prep "
               f"{results['timings'].get('prep', 0):.1f} s."), None),
     ]  # fmt: skip
@@ -298,6 +298,14 @@ def _sections(results: dict, have_training: bool) -> list[tuple[str, str, object
                   "training loop's own validation on a holdout of the training part."), None),
             ("img", "User AE training curves", PLOTS["training"]),
         ]  # fmt: skip
+        item = model.get("item_item")
+        if item:
+            alone = next((row for row in item["grid"] if row["blend"] == 0), {})
+            chosen = next((row for row in item["grid"] if row["blend"] == item["blend"]), {})
+            blocks.append(("p", (f"Item-item term: pruned EASE over {item['films']:,} films, {item['neighbours']} "
+                                 f"weights each, fitted in {item['seconds']:.1f} s; blend {item['blend']:g} "
+                                 f"chosen on the validation users (NDCG@10 {chosen.get('ndcg@10', math.nan):.4f}; "
+                                 f"the AE alone {alone.get('ndcg@10', math.nan):.4f})."), None))  # fmt: skip
     blocks += [
         ("h2", "Recall@20 by user activity", None),
         ("table", "", activity_table(results)),

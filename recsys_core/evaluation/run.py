@@ -37,7 +37,7 @@ MODEL = "model"
 BASELINES = ("popularity", "ease", "item_knn", "als_explicit", "als_implicit")
 DEFAULT_METHODS: tuple[str, ...] = (MODEL, *BASELINES)
 METHOD_LABELS = {
-    MODEL: "user AE (this project)",
+    MODEL: "user AE + item-item (this project)",
     "popularity": "popularity",
     "ease": "EASE",
     "item_knn": "item-kNN (cosine)",
@@ -148,7 +148,7 @@ def activity_buckets(per_user: dict[str, np.ndarray], train_counts: np.ndarray) 
 
 def _manifest_summary(manifest: dict) -> dict:
     keys = ("best_epoch", "epochs_run", "batch_size", "sampled_softmax", "device", "user_ae_seconds",
-            "wall_seconds", "metrics", "history", "config", "dims")  # fmt: skip
+            "wall_seconds", "metrics", "history", "config", "dims", "refit", "item_item")  # fmt: skip
     return {k: manifest.get(k) for k in keys}
 
 

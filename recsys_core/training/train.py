@@ -25,7 +25,7 @@ from recsys_core.models.film_ae import FilmAE, FilmAEConfig, FilmBatch
 from recsys_core.models.user_ae import UserAE, UserAEConfig, UserBatch
 from recsys_core.reproducible import warm_up_cpu_math
 from recsys_core.training.data import FilmFeatures, RatingsCSR, Validation, gather_entries
-from recsys_core.training.item_item import ItemItemConfig, fit_item_item
+from recsys_core.training.item_item import ItemItemConfig, ItemItemFit, fit_item_item
 from recsys_core.training.metrics import standard_metrics
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ class TrainConfig:
     seed: int = 42
     device: str = "auto"  # auto | cpu | cuda
     max_epochs: int = 50
-    max_minutes: float = 25.0  # wall-time cap of the user-AE loop (checked before every batch)
+    max_minutes: float = 25.0  # wall-time cap of the item-item fit + user-AE loop (checked before every batch)
     patience: int = 20  # epochs without a better validation NDCG@10 before stopping
     batch_size: int | None = None  # None: auto_batch_size(number of training users)
     lr: float = 3e-3
@@ -375,6 +375,8 @@ def train_user_ae(
     warm_up_cpu_math()
     started = time.monotonic()
     deadline = started + config.max_minutes * 60
+    # first, so the time cap covers it: minutes on CPU at full scale, the AE gets the rest
+    item_fit = fit_item_item(train, config.user.item_neighbours, config.item, config.user.liked_rating, device)
     model, loop = seeded_model_and_loop(train, film_content, config, device, bf16, deadline)
     log.info("user AE: %d training users, batch %d, %s softmax%s", len(loop.rows), loop.batch_size,
              "sampled" if loop.sampled else "exact", f" ({config.negatives} negatives)" if loop.sampled else "")  # fmt: skip
@@ -410,14 +412,14 @@ def train_user_ae(
             break
     assert best is not None
     model.load_state_dict(best[2])
-    item_item, metrics = add_item_item(model, train, validation, config, device, bf16)
+    item_item, metrics = add_item_item(model, item_fit, train, validation, config, device, bf16)
     refit = None
     if full is not None and should_refit(validation, full, config):
         epoch_seconds = sum(h["seconds"] for h in history) / len(history)
         if time.monotonic() + best[1] * epoch_seconds <= deadline:
             refit_model, refit = refit_user_ae(full, film_content, config, device, bf16, best[1], deadline)
             if refit["complete"]:
-                fit = fit_item_item(full, config.user.item_neighbours, config.item, config.user.liked_rating)
+                fit = fit_item_item(full, config.user.item_neighbours, config.item, config.user.liked_rating, device)
                 refit_model.item_item.set(fit.index.to(device), fit.weight.to(device), float(model.item_item.blend))
                 refit["item_item_seconds"] = round(fit.seconds, 3)
                 model = refit_model
@@ -430,15 +432,14 @@ def train_user_ae(
                         loop.sampled, refit, item_item, best[3])  # fmt: skip
 
 
-def add_item_item(model: UserAE, train: RatingsCSR, validation: Validation, config: TrainConfig,
-                  device: torch.device, bf16: bool) -> tuple[dict, dict]:  # fmt: skip
-    """Fit the item-item term on ``train`` and pick its blend weight on ``validation``.
+def add_item_item(model: UserAE, fit: ItemItemFit, train: RatingsCSR, validation: Validation,
+                  config: TrainConfig, device: torch.device, bf16: bool) -> tuple[dict, dict]:  # fmt: skip
+    """Give ``model`` the item-item term ``fit`` (on ``train``) and pick its blend on ``validation``.
 
     Returns (a summary for the manifest, the validation metrics of the chosen blend). Each
     blend of ``config.item.blends`` is scored on the validation users; the best NDCG@10
     wins (ties: the smaller blend), so 0, the AE alone, is kept when the term does not help.
     """
-    fit = fit_item_item(train, config.user.item_neighbours, config.item, config.user.liked_rating)
     model.item_item.set(fit.index.to(device), fit.weight.to(device))
     grid, best = [], None
     for blend in sorted(config.item.blends):
