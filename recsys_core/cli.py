@@ -41,9 +41,10 @@ def _evaluate(args: argparse.Namespace) -> int:
                              work_dir=args.work_dir, **kwargs)  # fmt: skip
     header, rows = metrics_table(results)
     shown = [0, 1, 2, 3, 9, 11]  # method, NDCG@10, Recall@20, NDCG@100, catalog cov., leakage
-    print("  ".join(f"{header[i]:>24}" if i == 0 else f"{header[i]:>12}" for i in shown))
+    width = max(len(header[0]), *(len(row[0][0]) for row in rows))
+    print("  ".join(f"{header[i]:>{width}}" if i == 0 else f"{header[i]:>12}" for i in shown))
     for row in rows:
-        print("  ".join(f"{row[i][0]:>24}" if i == 0 else f"{row[i][0]:>12}" for i in shown))
+        print("  ".join(f"{row[i][0]:>{width}}" if i == 0 else f"{row[i][0]:>12}" for i in shown))
     print(f"report: {results['report']['html']} (and report.md, metrics.json) in "
           f"{results['timings']['total']:.0f}s")  # fmt: skip
     return 0

@@ -91,7 +91,8 @@ def timing_table(results: dict) -> tuple[list[str], list[list[tuple[str, bool]]]
             cfg = params.get("train_config", {})
             user = cfg.get("user", {})
             shown = (f"lr {cfg.get('lr')}, epochs ≤{cfg.get('max_epochs')}, patience {cfg.get('patience')}, "
-                     f"dropout {user.get('input_dropout')}, dims {user.get('hidden_dim')}/{user.get('embedding_dim')}; "
+                     f"dropout {user.get('input_dropout')}, dims {user.get('hidden_dim')}/{user.get('embedding_dim')}, "
+                     f"item-item λ {cfg.get('item', {}).get('l2')} k {user.get('item_neighbours')}; "
                      f"prep (Spark ingest + features) {_fmt(s.get('prep'), 1)} s")  # fmt: skip
         else:
             shown = ", ".join(f"{k}={v}" for k, v in params.items()) or "–"
