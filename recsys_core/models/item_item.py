@@ -37,12 +37,19 @@ class ItemItemTerm(nn.Module):
     def active(self) -> bool:
         return self.k > 0 and float(self.blend) != 0.0
 
-    def scores(self, rows: torch.Tensor, films: torch.Tensor, liked: torch.Tensor, n_rows: int) -> torch.Tensor:
-        """(n_rows, n_films) ``blend * sum_i liked_i W[i]`` for the entries (rows, films, liked)."""
-        n = self.n_films
+    def add_to(self, scores: torch.Tensor, rows: torch.Tensor, films: torch.Tensor, liked: torch.Tensor) -> torch.Tensor:
+        """Add ``blend * sum_i liked_i W[i]`` for the entries (rows, films, liked) to the float32
+        (n_rows, n_films) ``scores`` in place (no second dense matrix); returns ``scores``."""
+        if scores.dtype != torch.float32 or not scores.is_contiguous():
+            raise ValueError(f"scores must be contiguous float32, got {scores.dtype}")
         keep = liked > 0
         rows, films = rows[keep], films[keep]
-        target = (rows[:, None] * n + self.index[films]).reshape(-1)
+        target = (rows[:, None] * self.n_films + self.index[films]).reshape(-1)
         values = (self.weight[films] * self.blend).reshape(-1)
-        out = torch.zeros(n_rows * n, dtype=values.dtype, device=values.device)
-        return out.index_add_(0, target, values).view(n_rows, n)
+        scores.view(-1).index_add_(0, target, values)
+        return scores
+
+    def scores(self, rows: torch.Tensor, films: torch.Tensor, liked: torch.Tensor, n_rows: int) -> torch.Tensor:
+        """(n_rows, n_films) the term alone."""
+        out = torch.zeros((n_rows, self.n_films), dtype=torch.float32, device=self.weight.device)
+        return self.add_to(out, rows, films, liked)

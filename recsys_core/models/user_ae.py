@@ -102,17 +102,16 @@ class UserAE(nn.Module):
         """(B, n_films) the autoencoder's logits alone: what training fits."""
         return self.scores(self.encode(batch))
 
-    def item_scores(self, batch: UserBatch) -> torch.Tensor | None:
-        """(B, n_films) the blended item-item term, or None when it is off."""
+    def add_item_scores(self, scores: torch.Tensor, batch: UserBatch) -> torch.Tensor:
+        """``scores`` (B, n_films) plus the blended item-item term, as float32 (in place when
+        ``scores`` is already float32); unchanged when the term is off."""
         if not self.item_item.active or batch.liked is None:
-            return None
-        return self.item_item.scores(batch.rows, batch.indices, batch.liked, batch.size)
+            return scores
+        return self.item_item.add_to(scores.float().contiguous(), batch.rows, batch.indices, batch.liked)
 
     def forward(self, batch: UserBatch) -> torch.Tensor:
         """(B, n_films) recommendation scores: AE logits plus the item-item term."""
-        logits = self.ae_logits(batch)
-        extra = self.item_scores(batch)
-        return logits if extra is None else logits + extra
+        return self.add_item_scores(self.ae_logits(batch), batch)
 
     @staticmethod
     def multinomial_nll(logits: torch.Tensor, batch: UserBatch) -> torch.Tensor:

@@ -101,9 +101,7 @@ def score_model_users(writer: pq.ParquetWriter, model, csr: RatingsCSR, rows: np
             part = rows[lo : lo + config.batch_size]
             batch = user_batch(csr, part, liked_rating=model.config.liked_rating).to(device)
             with autocast(device, bf16):
-                scores = model.encode(batch) @ vectors.T + bias
-                extra = model.item_scores(batch)  # the item-item term (None when off)
-                scores = scores if extra is None else scores + extra
+                scores = model.add_item_scores(model.encode(batch) @ vectors.T + bias, batch)
             films, values, count = top_n_unseen(scores.float(), batch.rows, batch.indices, config.top_n)
             table = rows_table(user_ids[part], films, values, count, movie_ids, "model", version)
             writer.write_table(table)
