@@ -12,6 +12,10 @@ of the user's films under a softmax over the whole vocabulary: exactly
 (``multinomial_nll``), or with the softmax normalizer estimated from the batch's films plus
 uniformly sampled others (``sampled_multinomial_nll``), which is what makes a CPU epoch over
 the full release affordable (see its docstring).
+
+Recommendation scores (``forward``) add the item-item term (``item_item``, fitted after
+training, see ``recsys_core.models.item_item``) to these logits; training fits the logits
+alone (``ae_logits``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from torch import nn
 
 from recsys_core.models.item_item import ItemItemTerm
 
+LIKED_RATING = 4.0
+
 
 @dataclass
 class UserAEConfig:
@@ -32,7 +38,7 @@ class UserAEConfig:
     input_dropout: float = 0.3
     init_std: float = 0.01
     item_neighbours: int = 200  # weights kept per film in the item-item term (0: no term)
-    liked_rating: float = 4.0  # ratings from here up are the item-item term's input
+    liked_rating: float = LIKED_RATING  # ratings from here up are the item-item term's input
 
 
 @dataclass

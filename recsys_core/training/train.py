@@ -22,7 +22,7 @@ import torch
 
 from recsys_core.errors import ConfigError
 from recsys_core.models.film_ae import FilmAE, FilmAEConfig, FilmBatch
-from recsys_core.models.user_ae import UserAE, UserAEConfig, UserBatch
+from recsys_core.models.user_ae import LIKED_RATING, UserAE, UserAEConfig, UserBatch
 from recsys_core.reproducible import warm_up_cpu_math
 from recsys_core.training.data import FilmFeatures, RatingsCSR, Validation, gather_entries
 from recsys_core.training.item_item import ItemItemConfig, ItemItemFit, fit_item_item
@@ -186,7 +186,7 @@ def user_batch(
     dropout: float = 0.0,
     generator: torch.Generator | None = None,
     targets: tuple[float, float] | None = None,
-    liked_rating: float = 4.0,
+    liked_rating: float = LIKED_RATING,
 ) -> UserBatch:
     """EmbeddingBag inputs for ``rows``: L2-normalized binary weights, with input dropout.
 
@@ -225,7 +225,7 @@ def top_k_unseen(
     k: int,
     batch_size: int,
     device: torch.device,
-    liked_rating: float = 4.0,
+    liked_rating: float = LIKED_RATING,
 ) -> np.ndarray:
     """(len(users), min(k, n_films)) best films per user by ``score_fn``, rated films excluded."""
     k = min(k, csr.n_films)
