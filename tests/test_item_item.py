@@ -113,3 +113,18 @@ def test_user_ae_adds_the_item_term_only_when_blended():
         torch.testing.assert_close(model(batch), model.ae_logits(batch) + extra)
     with pytest.raises(ValueError, match="item-item term of shape"):
         model.item_item.set(torch.zeros(5, 3, dtype=torch.int64), torch.zeros(5, 3))
+
+
+def test_item_term_is_added_in_float32_to_bf16_scores():
+    """On CUDA the AE's logits come out of bf16 autocast; the term is added in float32."""
+    torch.manual_seed(0)
+    model = UserAE(5, None, UserAEConfig(embedding_dim=4, hidden_dim=8, item_neighbours=2))
+    model.item_item.set(torch.tensor([[1, 2], [0, 2], [0, 1], [4, 2], [3, 0]]), torch.randn(5, 2), blend=3.0)
+    batch = UserBatch(
+        indices=torch.tensor([1, 3, 0, 2]), offsets=torch.tensor([0, 2]), weights=torch.ones(4),
+        rows=torch.tensor([0, 0, 1, 1]), liked=torch.ones(4),
+    )  # fmt: skip
+    logits = torch.randn(2, 5).to(torch.bfloat16)
+    out = model.add_item_scores(logits, batch)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, logits.float() + model.item_item.scores(batch.rows, batch.indices, batch.liked, 2))
