@@ -41,6 +41,7 @@ class ItemItemFit:
     weight: torch.Tensor  # (n_films, k) float32, 0 for films outside the fitted set
     films: int  # films in the fitted set
     seconds: float
+    gram_seconds: float = 0.0  # of ``seconds``: building X^T X (the rest: inversion, top-k)
 
 
 def most_liked_films(liked: RatingsCSR, max_films: int) -> np.ndarray:
@@ -123,4 +124,4 @@ def fit_item_item(csr: RatingsCSR, k: int, config: ItemItemConfig, liked_rating:
     seconds = time.monotonic() - t0
     log.info("item-item term: %d films x %d weights, l2 %.0f; gram %.1fs, total %.1fs",
              len(films), kept, config.l2, t_gram, seconds)  # fmt: skip
-    return ItemItemFit(index, weight, len(films), seconds)
+    return ItemItemFit(index, weight, len(films), seconds, t_gram)

@@ -203,18 +203,18 @@ def user_batch(
         keep = torch.rand(len(positions), generator=generator) >= dropout
         weights = weights * keep / (1.0 - dropout)
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    ratings = csr.ratings[positions]
     target_weights = None
     if targets is not None:
         min_rating, low_weight = targets
-        liked = csr.ratings[positions] >= min_rating
-        target_weights = torch.from_numpy(np.where(liked, 1.0, low_weight).astype(np.float32))
+        target_weights = torch.from_numpy(np.where(ratings >= min_rating, 1.0, low_weight).astype(np.float32))
     return UserBatch(
         indices=torch.from_numpy(csr.indices[positions]),
         offsets=torch.from_numpy(offsets),
         weights=weights,
         rows=torch.from_numpy(np.repeat(np.arange(len(rows), dtype=np.int64), counts)),
         targets=target_weights,
-        liked=torch.from_numpy((csr.ratings[positions] >= liked_rating).astype(np.float32)),
+        liked=torch.from_numpy((ratings >= liked_rating).astype(np.float32)),
     )
 
 
@@ -376,7 +376,7 @@ def train_user_ae(
     started = time.monotonic()
     deadline = started + config.max_minutes * 60
     # first, so the time cap covers it: minutes on CPU at full scale, the AE gets the rest
-    item_fit = fit_item_item(train, config.user.item_neighbours, config.item, config.user.liked_rating, device)
+    item_fit = item_item_fit(train, config, device)
     model, loop = seeded_model_and_loop(train, film_content, config, device, bf16, deadline)
     log.info("user AE: %d training users, batch %d, %s softmax%s", len(loop.rows), loop.batch_size,
              "sampled" if loop.sampled else "exact", f" ({config.negatives} negatives)" if loop.sampled else "")  # fmt: skip
@@ -412,14 +412,14 @@ def train_user_ae(
             break
     assert best is not None
     model.load_state_dict(best[2])
-    item_item, metrics = add_item_item(model, item_fit, train, validation, config, device, bf16)
+    item_item, metrics = add_item_item(model, item_fit, best[3], train, validation, config, device, bf16)
     refit = None
     if full is not None and should_refit(validation, full, config):
         epoch_seconds = sum(h["seconds"] for h in history) / len(history)
         if time.monotonic() + best[1] * epoch_seconds <= deadline:
             refit_model, refit = refit_user_ae(full, film_content, config, device, bf16, best[1], deadline)
             if refit["complete"]:
-                fit = fit_item_item(full, config.user.item_neighbours, config.item, config.user.liked_rating, device)
+                fit = item_item_fit(full, config, device)
                 refit_model.item_item.set(fit.index.to(device), fit.weight.to(device), float(model.item_item.blend))
                 refit["item_item_seconds"] = round(fit.seconds, 3)
                 model = refit_model
@@ -432,26 +432,31 @@ def train_user_ae(
                         loop.sampled, refit, item_item, best[3])  # fmt: skip
 
 
-def add_item_item(model: UserAE, fit: ItemItemFit, train: RatingsCSR, validation: Validation,
+def item_item_fit(csr: RatingsCSR, config: TrainConfig, device: torch.device) -> ItemItemFit:
+    return fit_item_item(csr, config.user.item_neighbours, config.item, config.user.liked_rating, device)
+
+
+def add_item_item(model: UserAE, fit: ItemItemFit, ae_metrics: dict, train: RatingsCSR, validation: Validation,
                   config: TrainConfig, device: torch.device, bf16: bool) -> tuple[dict, dict]:  # fmt: skip
     """Give ``model`` the item-item term ``fit`` (on ``train``) and pick its blend on ``validation``.
 
     Returns (a summary for the manifest, the validation metrics of the chosen blend). Each
-    blend of ``config.item.blends`` is scored on the validation users; the best NDCG@10
-    wins (ties: the smaller blend), so 0, the AE alone, is kept when the term does not help.
+    blend of ``config.item.blends`` is scored on the validation users (blend 0 is the AE
+    alone, already scored: ``ae_metrics``); the best NDCG@10 wins (ties: the smaller
+    blend), so the AE alone is kept when the term does not help.
     """
     model.item_item.set(fit.index.to(device), fit.weight.to(device))
     grid, best = [], None
     for blend in sorted(config.item.blends):
         model.item_item.set_blend(blend)
-        metrics = evaluate(model, train, validation, config, device, bf16)
+        metrics = ae_metrics if blend == 0 else evaluate(model, train, validation, config, device, bf16)
         grid.append({"blend": blend, **metrics})
         if best is None or metrics.get("ndcg@10", math.nan) > best[1].get("ndcg@10", math.nan):
             best = (blend, metrics)
     assert best is not None
     model.item_item.set_blend(best[0])
     log.info("item-item blend %.1f: validation ndcg@10 %.4f (AE alone %.4f)", best[0],
-             best[1].get("ndcg@10", math.nan), grid[0].get("ndcg@10", math.nan) if grid[0]["blend"] == 0 else math.nan)  # fmt: skip
+             best[1].get("ndcg@10", math.nan), ae_metrics.get("ndcg@10", math.nan))  # fmt: skip
     summary = {"films": fit.films, "neighbours": config.user.item_neighbours, "l2": config.item.l2,
                "blend": best[0], "seconds": round(fit.seconds, 3), "grid": grid}  # fmt: skip
     return summary, best[1]
