@@ -7,6 +7,8 @@ files, as Spark, DuckDB and pandas expect of a hive-partitioned table; in SQL it
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -28,6 +30,45 @@ SCHEMA = pa.schema([
 ])  # fmt: skip
 COLUMNS = tuple(SCHEMA.names)
 NOT_NULL = ("user_id", "rank", "movie_id", "source")
+
+
+@dataclass(frozen=True)
+class SqlColumn:
+    """One column of the SQL table.
+
+    ``arrow_type`` names the column's SQL type through ``SQL_TYPES``; ``check`` is the
+    expression of its ``CHECK (…)`` constraint (portable SQL), or None for no check.
+    """
+
+    name: str
+    arrow_type: pa.DataType
+    not_null: bool
+    check: str | None = None
+
+
+# The SQL table, which both sinks create from this (sink.table_definition): ``ds`` first
+# (a DATE; in SQLite ISO text, which sorts by date), then the columns of SCHEMA in order.
+_SQL_CHECKS = {
+    "rank": "rank >= 1",
+    "source": "source IN ({})".format(", ".join(f"'{source}'" for source in SOURCES)),
+}
+SQL_COLUMNS = (
+    SqlColumn("ds", pa.date32(), not_null=True),
+    *(
+        SqlColumn(field.name, field.type, field.name in NOT_NULL, _SQL_CHECKS.get(field.name))
+        for field in SCHEMA
+    ),
+)
+PRIMARY_KEY = ("ds", "user_id", "rank")
+USER_INDEX = ("user_id", "ds")  # the index of per-user lookups, newest ds last
+# The declared column type of each Arrow type, per sink kind (sql.sink_kind). A column whose
+# Arrow type is missing here cannot be created: sink.table_definition raises ValueError.
+SQL_TYPES: dict[str, dict[pa.DataType, str]] = {
+    "sqlite": {pa.date32(): "TEXT", pa.int16(): "INTEGER", pa.int32(): "INTEGER",
+               pa.float32(): "REAL", pa.string(): "TEXT"},
+    "postgres": {pa.date32(): "date", pa.int16(): "smallint", pa.int32(): "integer",
+                 pa.float32(): "real", pa.string(): "text"},
+}  # fmt: skip
 
 
 def check_keep(keep: int) -> int:

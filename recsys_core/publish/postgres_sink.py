@@ -62,15 +62,16 @@ from psycopg import sql
 
 from recsys_core.dates import parse_ds
 from recsys_core.errors import ConfigError
-from recsys_core.publish.contract import COLUMNS, SOURCES, expired
+from recsys_core.progress import Progress
+from recsys_core.publish.contract import COLUMNS, PRIMARY_KEY, USER_INDEX, expired
 from recsys_core.publish.hooks import Hook, fire
-from recsys_core.publish.sql import (
+from recsys_core.publish.sink import (
     MAX_IDENTIFIER,
-    Progress,
     RecommendationSink,
     TableNames,
     check_identifier,
     redact_url,
+    table_definition,
 )
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,13 @@ DETACHED_MARK = "recsys: detached from {table}, to drop"
 
 
 class PostgresSink(RecommendationSink):
+    """The table in a PostgreSQL database, partitioned by ``ds``, made if missing.
+
+    Raises ConfigError when a relation of another shape holds the name (a plain table of an
+    earlier version, another partitioning) or the index name is taken; ``psycopg.Error``
+    when the server cannot be reached or refuses.
+    """
+
     def __init__(self, url: str, names: TableNames) -> None:
         self.url = redact_url(url)
         self.names = names
@@ -107,7 +115,6 @@ class PostgresSink(RecommendationSink):
         cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"recsys:{self.names.qualified}",))
 
     def _create(self) -> None:
-        sources = sql.SQL(", ").join(sql.Literal(s) for s in SOURCES)
         with self.conn.transaction(), self.conn.cursor() as cur:
             self._lock(cur)
             if self.names.schema:
@@ -120,21 +127,12 @@ class PostgresSink(RecommendationSink):
             if found is not None:
                 self._check_existing(*found)
             else:
-                cur.execute(sql.SQL("""
-                    CREATE TABLE {table} (
-                        ds date NOT NULL,
-                        user_id integer NOT NULL,
-                        rank smallint NOT NULL CHECK (rank >= 1),
-                        movie_id integer NOT NULL,
-                        score real,
-                        source text NOT NULL CHECK (source IN ({sources})),
-                        model_version text,
-                        PRIMARY KEY (ds, user_id, rank)
-                    ) PARTITION BY LIST (ds)""").format(table=self.table, sources=sources))
+                cur.execute(sql.SQL("CREATE TABLE {table} (\n{definition}\n) PARTITION BY {key}").format(
+                    table=self.table, definition=sql.SQL(table_definition("postgres")), key=sql.SQL(PARTITION_KEY)))
                 try:
                     with self.conn.transaction():
-                        cur.execute(sql.SQL("CREATE INDEX {} ON {} (user_id, ds)").format(
-                            sql.Identifier(self.names.index), self.table))
+                        cur.execute(sql.SQL("CREATE INDEX {} ON {} ({})").format(
+                            sql.Identifier(self.names.index), self.table, _identifiers(USER_INDEX)))
                 except psycopg.errors.DuplicateTable:
                     raise ConfigError(
                         f"the index name {self.names.index} is taken (by a table renamed out of the "
@@ -148,7 +146,7 @@ class PostgresSink(RecommendationSink):
                 cur.execute(sql.SQL(
                     "CREATE OR REPLACE VIEW {latest} AS SELECT ds, {columns} FROM {table} "
                     "WHERE ds = (SELECT max(ds) FROM {table})"
-                ).format(latest=self.latest, table=self.table, columns=_columns()))
+                ).format(latest=self.latest, table=self.table, columns=_identifiers(COLUMNS)))
 
     def _check_existing(self, relkind: str, partition_key: str | None) -> None:
         if relkind == "p" and partition_key == PARTITION_KEY:
@@ -191,7 +189,8 @@ class PostgresSink(RecommendationSink):
         day = parse_ds(ds)
         value = sql.Literal(day)
         new = self._ident(self._partition_name(day))
-        progress = Progress(f"{self.url} {self.names.qualified} ds={ds}")
+        what = f"SQL load of ds={ds} into {self.names.qualified} at {self.url}"
+        progress = Progress(what, unit="rows", every_s=10.0, logger=log)
         with self.conn.transaction(), self.conn.cursor() as cur:
             self._lock(cur)
             cur.execute(sql.SQL(
@@ -199,22 +198,24 @@ class PostgresSink(RecommendationSink):
             ).format(new=new, table=self.table, value=value))
             cur.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN ds SET DEFAULT {}").format(new, value))
             copy_sql = sql.SQL("COPY {new} ({columns}) FROM STDIN (FORMAT csv, FREEZE)")
-            with cur.copy(copy_sql.format(new=new, columns=_columns())) as copy:
+            with cur.copy(copy_sql.format(new=new, columns=_identifiers(COLUMNS))) as copy:
                 for number, batch in enumerate(batches, 1):
                     copy.write(_csv(batch))
                     progress.add(batch.num_rows)
-                    fire(hook, "during_sql_load", batches=number, rows=progress.rows)
-            if cur.rowcount not in (-1, progress.rows):
-                raise RuntimeError(f"copied {cur.rowcount} rows, streamed {progress.rows}")
+                    fire(hook, "during_sql_load", batches=number, rows=progress.count)
+            if cur.rowcount not in (-1, progress.count):
+                raise RuntimeError(f"copied {cur.rowcount} rows, streamed {progress.count}")
+            copy_s = progress.done()
             copied = time.monotonic()
             cur.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN ds DROP DEFAULT").format(new))
             cur.execute(sql.SQL("SET LOCAL maintenance_work_mem = {}").format(sql.Literal(INDEX_BUILD_MEMORY)))
-            cur.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (ds, user_id, rank)").format(new))
-            cur.execute(sql.SQL("CREATE INDEX ON {} (user_id, ds)").format(new))
+            # the same keys as the parent's, so that ATTACH adopts them instead of building its own
+            cur.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(new, _identifiers(PRIMARY_KEY)))
+            cur.execute(sql.SQL("CREATE INDEX ON {} ({})").format(new, _identifiers(USER_INDEX)))
             cur.execute(sql.SQL("ANALYZE {}").format(new))
             indexed = time.monotonic()
             old, old_rows = self._partitions(cur).get(ds, (None, 0.0))
-            fire(hook, "before_sql_commit", rows=progress.rows, replaced=max(int(old_rows), 0))
+            fire(hook, "before_sql_commit", rows=progress.count, replaced=max(int(old_rows), 0))
             swap_started = time.monotonic()
 
             def swap() -> None:
@@ -226,12 +227,11 @@ class PostgresSink(RecommendationSink):
             self._under_lock(cur, f"swap ds={ds}", swap)
         swapped = time.monotonic()
         self._drop_detached()
-        log.info("%s %s ds=%s: copy %.1f s, primary key and index %.1f s, swap and commit %.3f s, "
-                 "old partition dropped in %.1f s", self.url, self.names.qualified, ds,
-                 copied - progress.started, indexed - copied, swapped - swap_started,
+        log.info("%s %s ds=%s: loaded %s rows: copy %.1f s, primary key and index %.1f s, swap and commit "
+                 "%.3f s, old partition dropped in %.1f s", self.url, self.names.qualified, ds,
+                 f"{progress.count:,}", copy_s, indexed - copied, swapped - swap_started,
                  time.monotonic() - swapped)  # fmt: skip
-        progress.done()
-        return progress.rows
+        return progress.count
 
     def _detach(self, cur: psycopg.Cursor, partition: sql.Identifier) -> None:
         """Detach ``partition`` and mark it for ``_drop_detached`` (after the commit)."""
@@ -295,8 +295,9 @@ class PostgresSink(RecommendationSink):
         self.conn.close()
 
 
-def _columns() -> sql.Composable:
-    return sql.SQL(", ").join(sql.Identifier(name) for name in COLUMNS)
+def _identifiers(names: Iterable[str]) -> sql.Composable:
+    """``names`` as a comma-separated list of quoted identifiers."""
+    return sql.SQL(", ").join(sql.Identifier(name) for name in names)
 
 
 def _csv(batch: pa.RecordBatch) -> bytes:

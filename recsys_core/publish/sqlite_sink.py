@@ -16,14 +16,15 @@ from contextlib import contextmanager
 import pyarrow as pa
 
 from recsys_core.errors import ConfigError
-from recsys_core.publish.contract import COLUMNS, SOURCES, expired
+from recsys_core.progress import Progress
+from recsys_core.publish.contract import COLUMNS, SQL_COLUMNS, USER_INDEX, expired
 from recsys_core.publish.hooks import Hook, fire
-from recsys_core.publish.sql import (
+from recsys_core.publish.sink import (
     LIST_DS_SQL,
-    Progress,
     RecommendationSink,
     TableNames,
     redact_url,
+    table_definition,
 )
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,10 @@ PREFIX = "sqlite:///"
 
 
 def sqlite_path(url: str) -> str:
-    """``sqlite:///rel/file.db`` -> ``rel/file.db``; ``sqlite:////abs/file.db`` -> ``/abs/file.db``."""
+    """``sqlite:///rel/file.db`` -> ``rel/file.db``; ``sqlite:////abs/file.db`` -> ``/abs/file.db``.
+
+    Raises ConfigError for any other form (no path, a ``?query``).
+    """
     path = url[len(PREFIX):] if url.lower().startswith(PREFIX) else ""
     if not path or "?" in path:
         raise ConfigError(
@@ -43,10 +47,16 @@ def sqlite_path(url: str) -> str:
 
 
 def _quote(name: str) -> str:
-    return f'"{name}"'  # names are checked identifiers (sql.TableNames)
+    return f'"{name}"'  # names are checked identifiers (sink.TableNames)
 
 
 class SqliteSink(RecommendationSink):
+    """The table in a SQLite file (WAL mode), made from ``contract.SQL_COLUMNS`` if missing.
+
+    Raises ConfigError for a malformed ``url``; ``sqlite3.Error`` when the file cannot be
+    opened or written (another publisher holding the write lock is waited for, 60 s at most).
+    """
+
     def __init__(self, url: str, names: TableNames) -> None:
         path = sqlite_path(url)
         if path != ":memory:":
@@ -71,21 +81,10 @@ class SqliteSink(RecommendationSink):
         self.conn.execute("COMMIT")
 
     def _create(self) -> None:
-        sources = ", ".join(f"'{s}'" for s in SOURCES)
         with self._transaction() as conn:
-            conn.execute(f"""
-                CREATE TABLE IF NOT EXISTS {self.table} (
-                    ds TEXT NOT NULL,
-                    user_id INTEGER NOT NULL,
-                    rank INTEGER NOT NULL CHECK (rank >= 1),
-                    movie_id INTEGER NOT NULL,
-                    score REAL,
-                    source TEXT NOT NULL CHECK (source IN ({sources})),
-                    model_version TEXT,
-                    PRIMARY KEY (ds, user_id, rank)
-                ) WITHOUT ROWID""")
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {self.table} (\n{table_definition('sqlite')}\n) WITHOUT ROWID")
             conn.execute(
-                f"CREATE INDEX IF NOT EXISTS {_quote(self.names.index)} ON {self.table} (user_id, ds)"
+                f"CREATE INDEX IF NOT EXISTS {_quote(self.names.index)} ON {self.table} ({', '.join(USER_INDEX)})"
             )
             conn.execute(
                 f"CREATE VIEW IF NOT EXISTS {_quote(self.names.latest)} AS SELECT * FROM {self.table} "
@@ -94,20 +93,21 @@ class SqliteSink(RecommendationSink):
 
     def publish(self, ds: str, batches: Iterable[pa.RecordBatch], hook: Hook | None = None) -> int:
         insert = (
-            f"INSERT INTO {self.table} (ds, {', '.join(COLUMNS)}) "
-            f"VALUES ({', '.join('?' * (len(COLUMNS) + 1))})"
+            f"INSERT INTO {self.table} ({', '.join(column.name for column in SQL_COLUMNS)}) "
+            f"VALUES ({', '.join('?' * len(SQL_COLUMNS))})"
         )
-        progress = Progress(f"{self.url} {self.names.qualified} ds={ds}")
+        what = f"SQL load of ds={ds} into {self.names.qualified} at {self.url}"
+        progress = Progress(what, unit="rows", every_s=10.0, logger=log)
         with self._transaction() as conn:
             deleted = conn.execute(f"DELETE FROM {self.table} WHERE ds = ?", (ds,)).rowcount
             for number, batch in enumerate(batches, 1):
                 conn.executemany(insert, _rows(ds, batch))
                 progress.add(batch.num_rows)
-                fire(hook, "during_sql_load", batches=number, rows=progress.rows)
-            fire(hook, "before_sql_commit", rows=progress.rows, replaced=deleted)
+                fire(hook, "during_sql_load", batches=number, rows=progress.count)
+            fire(hook, "before_sql_commit", rows=progress.count, replaced=deleted)
         progress.done()
         self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # keep the -wal file from growing
-        return progress.rows
+        return progress.count
 
     def published_ds(self) -> list[str]:
         return sorted(row[0] for row in self.conn.execute(LIST_DS_SQL.format(table=self.table)))
@@ -126,6 +126,7 @@ class SqliteSink(RecommendationSink):
 
 
 def _rows(ds: str, batch: pa.RecordBatch) -> Iterator[tuple]:
-    """One batch as row tuples; only one batch is ever held as Python objects."""
+    """One batch as row tuples in ``SQL_COLUMNS`` order (``ds`` first); only one batch is
+    ever held as Python objects."""
     columns = [batch.column(name).to_pylist() for name in COLUMNS]
     return zip(itertools.repeat(ds), *columns, strict=False)
