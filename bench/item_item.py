@@ -21,10 +21,10 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from recsys_core.data.features import load_features
 from recsys_core.paths import Warehouse
-from recsys_core.training.data import load_features
+from recsys_core.training.config import TrainConfig
 from recsys_core.training.item_item import ItemItemConfig, fit_item_item, most_liked_films
-from recsys_core.training.train import TrainConfig
 
 
 def main() -> None:

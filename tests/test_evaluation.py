@@ -13,14 +13,14 @@ import pytest
 import torch
 
 from recsys_core.cli import build_parser
+from recsys_core.data.csr import RatingsCSR
 from recsys_core.evaluation import baselines as B
-from recsys_core.evaluation import metrics as M
 from recsys_core.evaluation.report import write_report
 from recsys_core.evaluation.run import METHOD_LABELS
-from recsys_core.evaluation.split import holdout_mask, split_drop, temporal_holdout
-from recsys_core.training.data import RatingsCSR
-from recsys_core.training.metrics import ndcg_recall
-from recsys_core.training.train import TrainConfig
+from recsys_core.evaluation.split import split_drop, temporal_holdout
+from recsys_core.ranking import metrics as M
+from recsys_core.ranking.holdout import holdout_mask
+from recsys_core.training.config import TrainConfig
 
 PNG = b"\x89PNG\r\n\x1a\n"
 D = [1 / math.log2(r + 2) for r in range(10)]  # DCG discounts of ranks 1..10
@@ -31,7 +31,7 @@ D = [1 / math.log2(r + 2) for r in range(10)]  # DCG discounts of ranks 1..10
 
 def test_ranking_metrics_by_hand():
     # user 0: relevant {1, 4}; user 1: relevant {9} (never recommended); user 2: nothing relevant
-    relevant = M.ItemSets.from_lists([[4, 1], [9], []])
+    relevant = RatingsCSR.from_lists([[4, 1], [9], []])
     top = np.array([[4, 0, 1], [0, 2, 3], [1, 2, -1]])
     ks = {"ndcg@2": 2, "ndcg@3": 3, "recall@2": 2, "recall@3": 3, "precision@3": 3, "map@3": 3,
           "hitrate@1": 1, "hitrate@3": 3}  # fmt: skip
@@ -46,10 +46,11 @@ def test_ranking_metrics_by_hand():
     assert m["map@3"] == pytest.approx(((1 / 1 + 2 / 3) / 2 + 0) / 2)
     assert m["hitrate@1"] == pytest.approx(0.5) and m["hitrate@3"] == pytest.approx(0.5)
     assert np.isnan(per["recall@3"][2]) and per["recall@3"][0] == pytest.approx(1.0)
-    # the training loop's metrics are the same code
-    csr = RatingsCSR(relevant.indptr, relevant.indices, np.ones(3, np.float32), np.zeros(3, np.int64), 10)
-    legacy = ndcg_recall(top, csr, {"ndcg@3": 3, "recall@2": 2})
-    assert legacy == {"ndcg@3": m["ndcg@3"], "recall@2": m["recall@2"]}
+    # the nightly validation figures are the same code
+    wide = np.concatenate([top, np.full((3, 97), -1)], axis=1)
+    nightly = M.validation_metrics(wide, relevant)
+    assert nightly == M.ranking_metrics(wide, relevant, {"ndcg@10": 10, "recall@20": 20, "ndcg@100": 100})
+    assert nightly["ndcg@10"] == pytest.approx(m["ndcg@3"])
     with pytest.raises(ValueError, match="needs top-4"):
         M.ranking_metrics(top, relevant, {"ndcg@4": 4})
     with pytest.raises(ValueError, match="unknown metric"):
@@ -57,19 +58,19 @@ def test_ranking_metrics_by_hand():
 
 
 def test_normalization_by_min_k_relevant_and_padding():
-    relevant = M.ItemSets.from_lists([list(range(30)), [5]])
+    relevant = RatingsCSR.from_lists([list(range(30)), [5]])
     top = np.array([list(range(10)), [5] + [-1] * 9])
     m = M.ranking_metrics(top, relevant, {"recall@10": 10, "ndcg@10": 10, "precision@10": 10})
     assert m["recall@10"] == pytest.approx(1.0) and m["ndcg@10"] == pytest.approx(1.0)  # min(K, |rel|)
     assert m["precision@10"] == pytest.approx((1.0 + 0.1) / 2)
     # an empty list (all padding) never hits, even where item index -1 would "wrap"
-    assert M.hits(np.array([[-1, -1]]), M.ItemSets.from_lists([[0]])).sum() == 0
+    assert M.hits(np.array([[-1, -1]]), RatingsCSR.from_lists([[0]])).sum() == 0
 
 
 def test_oracle_ranking_scores_one():
     rng = np.random.default_rng(0)
     lists = [sorted(rng.choice(200, size=rng.integers(1, 40), replace=False).tolist()) for _ in range(50)]
-    relevant = M.ItemSets.from_lists(lists)
+    relevant = RatingsCSR.from_lists(lists)
     top = np.full((50, 100), -1)
     for u, items in enumerate(lists):
         rest = [i for i in range(200) if i not in items]
@@ -83,7 +84,7 @@ def test_oracle_ranking_scores_one():
 
 def test_beyond_accuracy_metrics():
     top = np.array([[0, 1, 2], [2, 3, -1], [-1, -1, -1]])
-    seen = M.ItemSets.from_lists([[1, 7], [3], [0]])
+    seen = RatingsCSR.from_lists([[1, 7], [3], [0]])
     assert M.seen_leakage(top, seen) == 2  # user 0 film 1, user 1 film 3
     assert M.user_coverage(top) == pytest.approx(2 / 3)
     counts = np.array([10, 5, 5, 1, 0, 0])  # items 4 and 5: outside the catalog
@@ -92,7 +93,7 @@ def test_beyond_accuracy_metrics():
     pct = M.popularity_percentiles(counts)
     assert pct.tolist() == pytest.approx([1.0, 0.5, 0.5, 0.0, 0.0, 0.0])
     assert M.mean_popularity_percentile(top, pct, k=3) == pytest.approx((1 + 0.5 + 0.5 + 0.5 + 0) / 5)
-    relevant = M.ItemSets.from_lists([[2], [], [4]])
+    relevant = RatingsCSR.from_lists([[2], [], [4]])
     out = M.evaluate_top_lists(top, relevant, seen, counts)
     assert out["seen_leakage"] == 2 and out["users"] == 3 and out["scored_users"] == 2
     assert out["ndcg@10"] == pytest.approx((D[2] / D[0] + 0) / 2)
@@ -162,13 +163,13 @@ def test_split_drop_writes_a_training_drop(drop_factory, tmp_path):
 # ---------------------------------------------------------------- baselines
 
 
-def _interactions(n_users: int, n_items: int, seed: int = 0, density: float = 0.3) -> B.Interactions:
+def _interactions(n_users: int, n_items: int, seed: int = 0, density: float = 0.3) -> RatingsCSR:
     rng = np.random.default_rng(seed)
     dense = rng.random((n_users, n_items)) < density
     dense[:, 0] = True  # item 0 rated by everybody: the most popular
     u, i = np.nonzero(dense)
     frame = pd.DataFrame({"userId": u + 1, "movieId": i + 1, "rating": rng.choice([2.0, 4.0, 5.0], len(u))})
-    return B.Interactions.from_frame(frame, np.arange(1, n_users + 1), np.arange(1, n_items + 1))
+    return B.ratings_csr(frame, np.arange(1, n_users + 1), np.arange(1, n_items + 1))
 
 
 def _ease_closed_form(x: np.ndarray, lam: float) -> np.ndarray:
@@ -186,7 +187,7 @@ def test_ease_matches_the_closed_form(shape):
     rows = np.array([0, 3, 7])
     scores = ease.fit(data, {"lambda": 5.0, "feedback": "all"})(rows)
     np.testing.assert_allclose(scores, _ease_closed_form(x, 5.0)[rows], rtol=1e-4, atol=1e-4)
-    positive = data.feedback("positive")
+    positive = B.feedback(data, "positive")
     assert len(positive.indices) == int((data.ratings >= 4.0).sum())
     xp = positive.dense(np.arange(data.n_users), torch.float64).numpy()
     scores = ease.fit(data, {"lambda": 5.0, "feedback": "positive"})(rows)
@@ -196,8 +197,8 @@ def test_ease_matches_the_closed_form(shape):
 def test_baselines_exclude_seen_and_tune_on_the_inner_split():
     data = _interactions(30, 25, seed=1)
     users = np.arange(30)
-    seen = data.seen(users)
-    inner = B.InnerSplit(_interactions(30, 25, seed=2), np.arange(10), M.ItemSets.from_lists([[3]] * 10))
+    seen = data.select_rows(users)
+    inner = B.InnerSplit(_interactions(30, 25, seed=2), np.arange(10), RatingsCSR.from_lists([[3]] * 10))
     for method in (B.Popularity(), B.EASE(lambdas=(1.0, 10.0)), B.ItemKNN(ks=(3, 10))):
         result = B.run_baseline(method, data, users, 12, inner)
         assert result.top.shape == (30, 12)
@@ -208,8 +209,8 @@ def test_baselines_exclude_seen_and_tune_on_the_inner_split():
         assert set(result.seconds) == {"tune", "fit", "recommend", "total"}
     # popularity: most rated unseen films first, ties by item index
     top = B.recommend(B.Popularity().fit(data, {}), data, np.array([0]), 5)[0]
-    counts = data.item_counts()
-    unseen = np.setdiff1d(np.arange(25), data.seen(np.array([0])).indices)
+    counts = data.film_counts()
+    unseen = np.setdiff1d(np.arange(25), data.select_rows(np.array([0])).indices)
     assert top.tolist() == unseen[np.lexsort((unseen, -counts[unseen]))][:5].tolist()
 
 
@@ -222,7 +223,7 @@ def test_spark_als_explicit_and_implicit(spark, tmp_path):
         als = B.SparkALS(spark, tmp_path, implicit=implicit, grid=grid, max_iter=2, seed=1)
         result = B.run_baseline(als, data, users, 10)
         assert result.name == ("als_implicit" if implicit else "als_explicit")
-        assert result.top.shape == (20, 10) and M.seen_leakage(result.top, data.seen(users)) == 0
+        assert result.top.shape == (20, 10) and M.seen_leakage(result.top, data.select_rows(users)) == 0
         assert (result.top[:, 0] >= 0).all()
 
 

@@ -6,17 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from recsys_core.data.csr import RatingsCSR
 from recsys_core.models import UserAE, UserAEConfig
+from recsys_core.models.ease import ease_weights, gram
 from recsys_core.models.item_item import ItemItemTerm
 from recsys_core.models.user_ae import UserBatch
-from recsys_core.training.data import RatingsCSR
-from recsys_core.training.item_item import (
-    ItemItemConfig,
-    ease_weights,
-    fit_item_item,
-    gram,
-    most_liked_films,
-)
+from recsys_core.training.item_item import ItemItemConfig, fit_item_item, most_liked_films
 
 torch.set_num_threads(1)
 

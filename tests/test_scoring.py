@@ -13,13 +13,13 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from recsys_core.data.features import load_features
 from recsys_core.data.vocab import VocabularyMismatch
 from recsys_core.entrypoint import run_main
 from recsys_core.paths import Warehouse
+from recsys_core.ranking.top_n import popular_unseen, popularity_order, top_n_unseen
 from recsys_core.scoring.check import CHECK_FILE, GateFailed, run_check
-from recsys_core.scoring.rank import popular_unseen, popularity_order, top_n_unseen
 from recsys_core.scoring.score import SCORING_META, ScoreConfig, run_scoring
-from recsys_core.training.data import load_features
 from recsys_core.training.train import run_training
 
 from .conftest import ROOT

@@ -24,26 +24,24 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from recsys_core.data.csr import RatingsCSR
+from recsys_core.data.features import load_features, load_users
 from recsys_core.data.vocab import VocabularyMismatch, ids_hash, names_hash
+from recsys_core.device import select_device
 from recsys_core.entrypoint import run_main
 from recsys_core.errors import ConfigError
 from recsys_core.models import FilmAEConfig, UserAEConfig
+from recsys_core.models.user_ae import user_batch
 from recsys_core.paths import Warehouse
+from recsys_core.ranking.holdout import expected_holdout_size
+from recsys_core.ranking.metrics import ranking_metrics
 from recsys_core.training import artifacts
-from recsys_core.training.data import RatingsCSR, load_features, load_users, split_validation
+from recsys_core.training.config import TrainConfig, auto_batch_size
+from recsys_core.training.film import train_film_ae
 from recsys_core.training.item_item import ItemItemConfig
-from recsys_core.training.metrics import ndcg_recall
-from recsys_core.training.train import (
-    TrainConfig,
-    auto_batch_size,
-    refit_user_ae,
-    run_training,
-    select_device,
-    train_film_ae,
-    train_user_ae,
-    use_sampled_softmax,
-    user_batch,
-)
+from recsys_core.training.train import run_training
+from recsys_core.training.user_loop import refit_user_ae, train_user_ae, use_sampled_softmax
+from recsys_core.training.validation import split_validation
 
 from .conftest import ROOT
 
@@ -163,24 +161,26 @@ def test_validation_split_hides_the_latest_fifth():
     rows = [
         [(f, 5.0 if f in (0, 7) else 3.0, 100 - f) for f in range(10)],  # latest: films 0, 1
         [(f, 4.0, f) for f in range(4)],  # < 5 ratings: never a validation user
-        [(f, 4.5, f) for f in range(6)],  # 6 ratings: hide ceil(1.2) = 2 (films 4, 5)
+        [(f, 4.5, f) for f in range(6)],  # 6 ratings: hide max(1, floor(1.2)) = 1 (film 5)
         [(f, 2.0, f) for f in range(8)],  # nothing relevant in the hidden part: skipped
     ]
     csr = csr_from_lists(rows, 10)
     train, val = split_validation(csr, n_users=10, seed=1)
     np.testing.assert_array_equal(val.users, [0, 2])
-    assert val.n_hidden == 4
-    assert val.relevant.indices.tolist() == [0, 4, 5]  # user 0's hidden film 1 is rated 3.0
-    assert train.counts.tolist() == [8, 4, 4, 8]
+    assert val.n_hidden == 3
+    assert val.relevant.indices.tolist() == [0, 5]  # user 0's hidden film 1 is rated 3.0
+    assert train.counts.tolist() == [8, 4, 5, 8]
     assert train.indices[: 8].tolist() == list(range(2, 10))
+    # the offline evaluation's rule, stated once (recsys_core.ranking.holdout)
+    assert [expected_holdout_size(n) for n in (4, 6, 8, 10)] == [0, 1, 1, 2]
     again, val2 = split_validation(csr, n_users=1, seed=5)
-    assert len(val2.users) == 1 and again.counts.sum() == csr.counts.sum() - 2
+    assert len(val2.users) == 1 and again.counts.sum() == csr.counts.sum() - val2.n_hidden
 
 
 def test_ndcg_and_recall_by_hand():
     relevant = csr_from_lists([[(1, 5, 0), (4, 5, 0)], [(9, 5, 0)], []], 10)
     top = np.array([[4, 0, 1], [0, 2, 3], [1, 2, 3]])
-    m = ndcg_recall(top, relevant, {"ndcg@2": 2, "recall@2": 2, "ndcg@3": 3, "recall@3": 3})
+    m = ranking_metrics(top, relevant, {"ndcg@2": 2, "recall@2": 2, "ndcg@3": 3, "recall@3": 3})
     idcg2 = 1 + 1 / math.log2(3)
     assert m["ndcg@2"] == pytest.approx((1 / idcg2 + 0) / 2)  # user 2 has nothing relevant: left out
     assert m["recall@2"] == pytest.approx((0.5 + 0) / 2)
@@ -231,7 +231,7 @@ def test_same_seed_same_weights_on_cpu(tiny):
 
 def test_loss_targets_are_the_liked_films():
     csr = csr_from_lists([[(0, 5.0, 0), (1, 3.0, 1), (2, 4.0, 2)], [(3, 2.5, 0)]], 5)
-    batch = user_batch(csr, np.array([0, 1]), targets=(4.0, 0.2))
+    batch = user_batch(csr, np.array([0, 1]), low_target_weight=0.2)
     assert batch.targets.tolist() == pytest.approx([1.0, 0.2, 1.0, 0.2])
     assert batch.weights.tolist() == pytest.approx([3**-0.5] * 3 + [1.0])  # every rating is an input
     assert user_batch(csr, np.array([0, 1])).targets is None
@@ -244,9 +244,9 @@ def test_refit_on_every_rating_when_validation_hides_a_large_share(tiny):
     assert refit.manifest["refit"]["epochs"] == refit.manifest["best_epoch"] == plain.manifest["best_epoch"]
     assert refit.manifest["refit"]["complete"]
     assert refit.manifest["metrics"] == plain.manifest["metrics"]  # the validated run's figures
-    assert not torch.equal(refit.user.model.free, plain.user.model.free)
+    assert not torch.equal(refit.user_model.free, plain.user_model.free)
     saved = artifacts.load_models(tiny.models(DS), load_features(tiny.features(DS)).manifest)
-    assert torch.equal(saved.user.free, refit.user.model.free)  # the refit model is the one published
+    assert torch.equal(saved.user.free, refit.user_model.free)  # the refit model is the one published
     no_time = run_training(tiny, DS, replace(TINY, refit_min_hidden_share=0.0, max_minutes=1e-9))
     assert no_time.manifest["refit"] is None  # a refit that cannot fit in the cap is skipped
     features = load_features(tiny.features(DS))
@@ -263,13 +263,13 @@ def test_item_item_blend_is_chosen_on_validation(tiny):
     assert chosen["ndcg@10"] == max(row["ndcg@10"] for row in item["grid"])
     assert run.manifest["metrics"]["model"] == {k: v for k, v in chosen.items() if k != "blend"}
     assert {k: v for k, v in item["grid"][0].items() if k != "blend"} == run.manifest["metrics"]["autoencoder"]
-    assert float(run.user.model.item_item.blend) == item["blend"]
-    assert item["films"] > 1 and run.user.model.item_item.weight.abs().sum() > 0
+    assert float(run.user_model.item_item.blend) == item["blend"]
+    assert item["films"] > 1 and run.user_model.item_item.weight.abs().sum() > 0
 
     off = run_training(tiny, DS, replace(TINY, item=ItemItemConfig(blends=(0.0,))))
     assert off.manifest["item_item"]["blend"] == 0.0
     assert off.manifest["metrics"]["model"] == off.manifest["metrics"]["autoencoder"]
-    assert not off.user.model.item_item.active
+    assert not off.user_model.item_item.active
 
 
 def test_train_job_gives_identical_weights_in_separate_processes(tiny):
@@ -295,8 +295,8 @@ def test_run_saves_loads_and_checks_vocabulary(tiny):
     loaded = artifacts.load_models(model_dir, features.manifest)
     batch = user_batch(features.users.csr, np.arange(40))
     with torch.no_grad():
-        assert torch.equal(loaded.user(batch), run.user.model(batch))
-    for a, b in ((loaded.film, run.film_model), (loaded.user, run.user.model)):
+        assert torch.equal(loaded.user(batch), run.user_model(batch))
+    for a, b in ((loaded.film, run.film_model), (loaded.user, run.user_model)):
         assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
 
     other = json.loads(json.dumps(features.manifest))
@@ -313,7 +313,7 @@ def test_run_saves_loads_and_checks_vocabulary(tiny):
     u = np.stack(users.column("embedding").to_numpy(zero_copy_only=False))
     f = np.stack(films.column("embedding").to_numpy(zero_copy_only=False))
     with torch.no_grad():  # the embeddings are the AE's side of the score (no item-item term)
-        expected = run.user.model.ae_logits(batch).numpy()
+        expected = run.user_model.ae_logits(batch).numpy()
     np.testing.assert_allclose(u @ f.T + films.column("bias").to_numpy(), expected, rtol=1e-4, atol=1e-4)
     assert not any(p.name.startswith(".staging") for p in Path(model_dir).parent.iterdir())
 

@@ -1,6 +1,6 @@
 """Baselines measured in the same run, on the same split: popularity, EASE, item-kNN, ALS.
 
-Every baseline works in one index space: users are rows of ``Interactions`` and items
+Every baseline works in one index space: users are rows of a ``RatingsCSR`` and items
 are the catalog's indices (films with a training rating, by ascending movieId, the same
 order as the features vocabulary). Hyper-parameters are chosen by NDCG@10 on an inner
 temporal split of the training part (``InnerSplit``), then the baseline is fitted again on
@@ -25,85 +25,43 @@ import numpy as np
 import pandas as pd
 import torch
 
-from recsys_core.evaluation.metrics import ItemSets, ranking_metrics
-from recsys_core.scoring.rank import top_n_unseen
+from recsys_core.data.csr import LIKED_RATING, RatingsCSR
+from recsys_core.models.ease import gram, precision_matrix
+from recsys_core.ranking.metrics import ranking_metrics
+from recsys_core.ranking.top_n import top_n_lists
 
 log = logging.getLogger(__name__)
 
-Scorer = Callable[[np.ndarray], np.ndarray]  # user rows -> (len(rows), n_items) float32 scores
+Scorer = Callable[[np.ndarray], np.ndarray]  # user rows -> (len(rows), n_films) float32 scores
 TUNE_METRIC = "ndcg@10"
 
 
-@dataclass
-class Interactions:
-    """Training ratings as a users x items CSR (rows sorted by item within a user)."""
+def ratings_csr(ratings: pd.DataFrame, user_ids: np.ndarray, film_ids: np.ndarray) -> RatingsCSR:
+    """The training ratings (userId, movieId, rating[, timestamp] columns) as a users x films CSR.
 
-    indptr: np.ndarray  # (n_users + 1,) int64
-    indices: np.ndarray  # (nnz,) int64 item index
-    ratings: np.ndarray  # (nnz,) float32
-    n_items: int
-    relevant_rating: float = 4.0
-    _derived: dict = field(default_factory=dict, repr=False, compare=False)
+    ``user_ids`` and ``film_ids`` are the sorted id vocabularies (row i = user_ids[i], film j
+    = film_ids[j]). Ratings of unknown films are dropped; raises ValueError for a rating of a
+    user outside ``user_ids``.
+    """
+    u = np.searchsorted(user_ids, ratings["userId"].to_numpy())
+    m = np.searchsorted(film_ids, ratings["movieId"].to_numpy())
+    m_ok = (m < len(film_ids)) & (film_ids[np.minimum(m, len(film_ids) - 1)] == ratings["movieId"].to_numpy())
+    u_ok = (u < len(user_ids)) & (user_ids[np.minimum(u, len(user_ids) - 1)] == ratings["userId"].to_numpy())
+    if not u_ok.all():
+        raise ValueError("ratings of users outside the user vocabulary")
+    timestamps = ratings["timestamp"].to_numpy()[m_ok] if "timestamp" in ratings else None
+    return RatingsCSR.from_entries(u[m_ok], m[m_ok], len(user_ids), len(film_ids),
+                                   ratings["rating"].to_numpy(dtype=np.float32)[m_ok], timestamps)  # fmt: skip
 
-    @property
-    def n_users(self) -> int:
-        return len(self.indptr) - 1
 
-    @property
-    def rows(self) -> np.ndarray:
-        return np.repeat(np.arange(self.n_users, dtype=np.int64), np.diff(self.indptr))
-
-    def feedback(self, kind: str = "all") -> Interactions:
-        """The implicit feedback a method learns from: every rating (``all``) or only the
-        ratings >= ``relevant_rating`` (``positive``). Seen films are always all ratings."""
-        if kind == "all":
-            return self
-        if kind != "positive":
-            raise ValueError(f"feedback must be all or positive, got {kind!r}")
-        if kind not in self._derived:
-            keep = self.ratings >= self.relevant_rating
-            indptr = np.concatenate([[0], np.cumsum(keep, dtype=np.int64)])[self.indptr]
-            self._derived[kind] = Interactions(indptr, self.indices[keep], self.ratings[keep], self.n_items,
-                                               self.relevant_rating)  # fmt: skip
-        return self._derived[kind]
-
-    def item_counts(self) -> np.ndarray:
-        return np.bincount(self.indices, minlength=self.n_items)
-
-    def seen(self, rows: np.ndarray | None = None) -> ItemSets:
-        """Each asked user's rated items (all users when ``rows`` is None)."""
-        if rows is None:
-            return ItemSets(self.indptr, self.indices)
-        counts = self.indptr[rows + 1] - self.indptr[rows]
-        starts = np.repeat(self.indptr[rows] - (np.cumsum(counts) - counts), counts)
-        positions = np.arange(int(counts.sum()), dtype=np.int64) + starts
-        indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        return ItemSets(indptr, self.indices[positions])
-
-    def dense(self, rows: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """(len(rows), n_items) binary matrix of the asked users (1 = rated)."""
-        seen = self.seen(rows)
-        out = torch.zeros((len(rows), self.n_items), dtype=dtype)
-        r = np.repeat(np.arange(len(rows)), np.diff(seen.indptr))
-        out[torch.from_numpy(r), torch.from_numpy(seen.indices)] = 1
-        return out
-
-    @classmethod
-    def from_frame(cls, ratings: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray,
-                   relevant_rating: float = 4.0) -> Interactions:  # fmt: skip
-        """From userId / movieId / rating columns; ``user_ids`` and ``item_ids`` are the sorted
-        id vocabularies (row i = user_ids[i]). Ratings of unknown films are dropped."""
-        u = np.searchsorted(user_ids, ratings["userId"].to_numpy())
-        m = np.searchsorted(item_ids, ratings["movieId"].to_numpy())
-        m_ok = (m < len(item_ids)) & (item_ids[np.minimum(m, len(item_ids) - 1)] == ratings["movieId"].to_numpy())
-        u_ok = (u < len(user_ids)) & (user_ids[np.minimum(u, len(user_ids) - 1)] == ratings["userId"].to_numpy())
-        if not u_ok.all():
-            raise ValueError("ratings of users outside the user vocabulary")
-        u, m, r = u[m_ok], m[m_ok], ratings["rating"].to_numpy(dtype=np.float32)[m_ok]
-        order = np.lexsort((m, u))
-        indptr = np.zeros(len(user_ids) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(u, minlength=len(user_ids)), out=indptr[1:])
-        return cls(indptr, m[order].astype(np.int64), r[order], len(item_ids), relevant_rating)
+def feedback(data: RatingsCSR, kind: str = "all") -> RatingsCSR:
+    """The implicit feedback a method learns from: every rating (``all``) or only the liked
+    ones, >= ``LIKED_RATING`` (``positive``). Seen films are always all ratings."""
+    if kind == "all":
+        return data
+    if kind != "positive":
+        raise ValueError(f"feedback must be all or positive, got {kind!r}")
+    return data.liked(LIKED_RATING)
 
 
 @dataclass
@@ -111,38 +69,25 @@ class InnerSplit:
     """The tuning split: ``train`` (the training part minus each user's last ratings) and the
     users whose held-out tail has relevant items."""
 
-    train: Interactions
+    train: RatingsCSR
     users: np.ndarray  # rows of the tuning users
-    relevant: ItemSets  # one row per tuning user
+    relevant: RatingsCSR  # one row per tuning user: their relevant films
 
 
-def gram(data: Interactions, batch: int = 2048) -> torch.Tensor:
-    """Items x items co-occurrence counts X^T X (float32; exact below 2^24 users)."""
-    g = torch.zeros((data.n_items, data.n_items), dtype=torch.float32)
-    for lo in range(0, data.n_users, batch):
-        x = data.dense(np.arange(lo, min(lo + batch, data.n_users)))
-        g += x.T @ x
-    return g
+def recommend(scorer: Scorer, seen: RatingsCSR, users: np.ndarray, n: int, batch: int = 1024) -> np.ndarray:
+    """(len(users), min(n, n_films)) top lists of unseen films, -1 where a user has fewer.
 
-
-def recommend(scorer: Scorer, seen: Interactions, users: np.ndarray, n: int, batch: int = 1024) -> np.ndarray:
-    """(len(users), min(n, n_items)) top lists of unseen items, -1 where a user has fewer.
-
-    Items scored ``-inf`` (unknown to the method) are never recommended.
+    Films scored ``-inf`` (unknown to the method) are never recommended.
     """
-    k = min(n, seen.n_items)
-    out = np.full((len(users), k), -1, dtype=np.int64)
+    out = np.full((len(users), min(n, seen.n_films)), -1, dtype=np.int64)
     for lo in range(0, len(users), batch):
         rows = users[lo : lo + batch]
         values = np.ascontiguousarray(scorer(rows), dtype=np.float32)
-        if not values.flags.writeable:  # top_n_unseen masks seen films in place
+        if not values.flags.writeable:  # top_n_lists masks seen films in place
             values = values.copy()
-        scores = torch.from_numpy(values)
-        s = seen.seen(rows)
-        seen_rows = torch.from_numpy(np.repeat(np.arange(len(rows)), np.diff(s.indptr)))
-        films, _, count = top_n_unseen(scores, seen_rows, torch.from_numpy(s.indices), k)
-        films[np.arange(k)[None, :] >= count[:, None]] = -1
-        out[lo : lo + len(rows)] = films
+        part = seen.select_rows(rows)
+        seen_rows = torch.from_numpy(part.entry_rows())
+        out[lo : lo + len(rows)] = top_n_lists(torch.from_numpy(values), seen_rows, torch.from_numpy(part.indices), n)
     return out
 
 
@@ -154,7 +99,7 @@ class Baseline:
     def grid(self) -> list[dict]:
         return [{}]
 
-    def fit(self, data: Interactions, params: dict) -> Scorer:
+    def fit(self, data: RatingsCSR, params: dict) -> Scorer:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -176,8 +121,8 @@ class Popularity(Baseline):
     def grid(self) -> list[dict]:
         return [{"feedback": f} for f in self.feedbacks]
 
-    def fit(self, data: Interactions, params: dict) -> Scorer:
-        counts = data.feedback(params.get("feedback", "all")).item_counts().astype(np.float32)
+    def fit(self, data: RatingsCSR, params: dict) -> Scorer:
+        counts = feedback(data, params.get("feedback", "all")).film_counts().astype(np.float32)
         return lambda rows: np.repeat(counts[None, :], len(rows), axis=0)
 
 
@@ -200,20 +145,20 @@ class EASE(Baseline):
     def grid(self) -> list[dict]:  # feedback outermost: one decomposition per feedback
         return [{"feedback": f, "lambda": float(lam)} for f in self.feedbacks for lam in self.lambdas]
 
-    def _prepared(self, data: Interactions):
+    def _prepared(self, data: RatingsCSR):
         if self._cache is None or self._cache[0] != id(data):
-            if data.n_users < data.n_items:
+            if data.n_users < data.n_films:
                 x = data.dense(np.arange(data.n_users), torch.float64)
                 s, v = torch.linalg.eigh(x @ x.T)
                 prepared = ("dual", x, s.clamp(min=0), v)
             else:
-                prepared = ("primal", gram(data).double())
+                prepared = ("primal", gram(data))
             self._cache = (id(data), prepared)
         return self._cache[1]
 
-    def fit(self, data: Interactions, params: dict) -> Scorer:
+    def fit(self, data: RatingsCSR, params: dict) -> Scorer:
         lam = params["lambda"]
-        data = data.feedback(params.get("feedback", "all"))
+        data = feedback(data, params.get("feedback", "all"))
         prep = self._prepared(data)
         if prep[0] == "dual":
             _, x, s, v = prep
@@ -227,8 +172,7 @@ class EASE(Baseline):
                 return (xu - xp / diag_p).float().numpy()
 
             return scores
-        g = prep[1]
-        p = torch.linalg.inv(g + lam * torch.eye(data.n_items, dtype=g.dtype))
+        p = precision_matrix(prep[1], lam, torch.float64)  # a float64 copy: the cached Gram stays
         diag_p = torch.diagonal(p).clone()
 
         def primal_scores(rows: np.ndarray) -> np.ndarray:
@@ -255,23 +199,23 @@ class ItemKNN(Baseline):
     def grid(self) -> list[dict]:
         return [{"feedback": f, "k": int(k), "shrink": self.shrink} for f in self.feedbacks for k in self.ks]
 
-    def _neighbours(self, data: Interactions) -> tuple[torch.Tensor, torch.Tensor]:
+    def _neighbours(self, data: RatingsCSR) -> tuple[torch.Tensor, torch.Tensor]:
         """(values, rows) of each column's max(ks) most similar items, best first."""
         if self._cache is None or self._cache[0] != id(data):
             g = gram(data)
             norms = torch.sqrt(torch.diagonal(g)).clone()
             sim = g / (norms[:, None] * norms[None, :] + self.shrink + 1e-12)
             sim.fill_diagonal_(0.0)
-            k = min(max(self.ks), data.n_items)
+            k = min(max(self.ks), data.n_films)
             values, rows = torch.topk(sim, k, dim=0)
             self._cache = (id(data), values, rows)
         return self._cache[1], self._cache[2]
 
-    def fit(self, data: Interactions, params: dict) -> Scorer:
-        data = data.feedback(params.get("feedback", "all"))
+    def fit(self, data: RatingsCSR, params: dict) -> Scorer:
+        data = feedback(data, params.get("feedback", "all"))
         values, rows = self._neighbours(data)
         k = min(params["k"], values.shape[0])
-        sim = torch.zeros((data.n_items, data.n_items), dtype=torch.float32)
+        sim = torch.zeros((data.n_films, data.n_films), dtype=torch.float32)
         sim.scatter_(0, rows[:k], values[:k])
 
         def scores(users: np.ndarray) -> np.ndarray:
@@ -306,23 +250,23 @@ class SparkALS(Baseline):
     def grid(self) -> list[dict]:
         return self._grid
 
-    def _frame(self, data: Interactions):
+    def _frame(self, data: RatingsCSR):
         """The interactions as a Spark DataFrame, via parquet (no driver-side pickling)."""
         if id(data) not in self._frames:
             path = self.work_dir / f"als_input_{len(self._frames)}.parquet"
             path.parent.mkdir(parents=True, exist_ok=True)
             pd.DataFrame({
-                "user": data.rows.astype(np.int32),
+                "user": data.entry_rows().astype(np.int32),
                 "item": data.indices.astype(np.int32),
                 "rating": (np.ones_like(data.ratings) if self.implicit else data.ratings).astype(np.float32),
             }).to_parquet(path, index=False)  # fmt: skip
             self._frames[id(data)] = self.spark.read.parquet(str(path)).cache()
         return self._frames[id(data)]
 
-    def fit(self, data: Interactions, params: dict) -> Scorer:
+    def fit(self, data: RatingsCSR, params: dict) -> Scorer:
         from pyspark.ml.recommendation import ALS
 
-        data = data.feedback(params.get("feedback", "all"))
+        data = feedback(data, params.get("feedback", "all"))
         blocks = max(1, min(8, self.spark.sparkContext.defaultParallelism))
         als = ALS(rank=params["rank"], regParam=params["regParam"], alpha=params.get("alpha", 1.0),
                   implicitPrefs=self.implicit, maxIter=self.max_iter, seed=self.seed,
@@ -331,8 +275,8 @@ class SparkALS(Baseline):
         model = als.fit(self._frame(data))
         user_f = _factors(model.userFactors.toPandas(), data.n_users, params["rank"])
         items = model.itemFactors.toPandas()
-        item_f = _factors(items, data.n_items, params["rank"])
-        known = np.zeros(data.n_items, dtype=bool)
+        item_f = _factors(items, data.n_films, params["rank"])
+        known = np.zeros(data.n_films, dtype=bool)
         known[items["id"].to_numpy()] = True
 
         def scores(rows: np.ndarray) -> np.ndarray:
@@ -365,7 +309,7 @@ class BaselineResult:
 
 
 def run_baseline(
-    method: Baseline, train: Interactions, users: np.ndarray, n: int, inner: InnerSplit | None = None
+    method: Baseline, train: RatingsCSR, users: np.ndarray, n: int, inner: InnerSplit | None = None
 ) -> BaselineResult:
     """Tune on ``inner`` (when the grid has more than one point), fit on ``train``, recommend."""
     t0 = time.monotonic()

@@ -26,10 +26,11 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from recsys_core.data.csr import RatingsCSR, indptr_from_counts
 from recsys_core.errors import ConfigError, InputError
 from recsys_core.evaluation import baselines as B
-from recsys_core.evaluation.metrics import ItemSets, evaluate_top_lists
 from recsys_core.evaluation.split import Split, split_drop, temporal_holdout
+from recsys_core.ranking.metrics import evaluate_top_lists
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +69,9 @@ class EvalIndex:
         self.present = (rows < len(self.user_ids)) & (self.user_ids[rows_c] == self.eval_ids)
         self.eval_rows = rows_c[self.present]  # training rows of the evaluated users that have one
         rel = heldout[heldout["rating"] >= relevant_rating]
-        self.relevant = ItemSets.from_pairs(
+        self.relevant = RatingsCSR.from_entries(
             np.searchsorted(self.eval_ids, rel["userId"].to_numpy()), self.item_index(rel["movieId"].to_numpy()),
-            len(self.eval_ids),
+            len(self.eval_ids), len(self.items),
         )  # fmt: skip
 
     def item_index(self, movie_ids: np.ndarray) -> np.ndarray:
@@ -104,15 +105,15 @@ def model_lists(staging_dir: str, index: EvalIndex, top_n: int) -> np.ndarray:
 def inner_split(train: pd.DataFrame, index: EvalIndex, split: Split, seed: int, max_users: int) -> B.InnerSplit:
     """The same temporal holdout applied to the training part, for tuning the baselines."""
     inner_train, inner_held = temporal_holdout(train, split.stats["fraction"], split.stats["min_ratings"])
-    data = B.Interactions.from_frame(inner_train, index.user_ids, index.catalog, split.relevant_rating)
+    data = B.ratings_csr(inner_train, index.user_ids, index.catalog)
     rel = inner_held[inner_held["rating"] >= split.relevant_rating]
     users = np.unique(np.searchsorted(index.user_ids, rel["userId"].to_numpy()))
     if len(users) > max_users:
         users = np.sort(np.random.default_rng([seed, 11]).choice(users, max_users, replace=False))
     rel = rel[rel["userId"].isin(index.user_ids[users])]
-    relevant = ItemSets.from_pairs(
+    relevant = RatingsCSR.from_entries(
         np.searchsorted(users, np.searchsorted(index.user_ids, rel["userId"].to_numpy())),
-        np.searchsorted(index.catalog, rel["movieId"].to_numpy()), len(users),
+        np.searchsorted(index.catalog, rel["movieId"].to_numpy()), len(users), len(index.catalog),
     )  # fmt: skip
     return B.InnerSplit(data, users, relevant)
 
@@ -219,7 +220,7 @@ def run_evaluation(
         if features_manifest["counts"]["films"] != len(index.catalog):
             log.warning("features vocabulary (%d films) != evaluation catalog (%d)",
                         features_manifest["counts"]["films"], len(index.catalog))  # fmt: skip
-        interactions = B.Interactions.from_frame(train, index.user_ids, index.catalog, split.relevant_rating)
+        interactions = B.ratings_csr(train, index.user_ids, index.catalog)
         lists: dict[str, np.ndarray] = {}
         method_info: dict[str, dict] = {}
         model_info: dict | None = None
@@ -258,8 +259,8 @@ def run_evaluation(
             spark.stop()
 
     item_counts = np.zeros(len(index.items), dtype=np.int64)
-    item_counts[: len(index.catalog)] = interactions.item_counts()
-    seen_present = interactions.seen(index.eval_rows)
+    item_counts[: len(index.catalog)] = interactions.film_counts()
+    seen_present = interactions.select_rows(index.eval_rows)
     seen = _expand_sets(seen_present, index.present)
     train_counts = np.zeros(len(index.eval_ids), dtype=np.int64)
     train_counts[index.present] = np.diff(seen_present.indptr)
@@ -295,11 +296,11 @@ def run_evaluation(
     return results
 
 
-def _expand_sets(sets: ItemSets, present: np.ndarray) -> ItemSets:
+def _expand_sets(sets: RatingsCSR, present: np.ndarray) -> RatingsCSR:
     """``sets`` has one row per present user; return one row per user (absent: empty)."""
     counts = np.zeros(len(present), dtype=np.int64)
-    counts[present] = np.diff(sets.indptr)
-    return ItemSets(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), sets.indices)
+    counts[present] = sets.counts
+    return RatingsCSR(indptr_from_counts(counts), sets.indices, sets.ratings, sets.timestamps, sets.n_films)
 
 
 def _json_default(value):

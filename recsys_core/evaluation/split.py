@@ -1,8 +1,9 @@
 """Temporal per-user holdout of a MovieLens-layout drop.
 
-For every user with at least ``min_ratings`` ratings, the last max(1, floor(fraction * n))
-ratings ordered by (timestamp, movieId) are held out; ratings >= ``relevant_rating`` of the
-held-out part are the relevant films. The rest is written as a new drop in the same
+Each user's latest ratings are held out by the project's one holdout rule
+(``recsys_core.ranking.holdout``: the last max(1, floor(fraction * n)) ratings by
+(timestamp, movieId) of users with at least ``min_ratings``); ratings >= ``relevant_rating``
+(``LIKED_RATING``) of the held-out part are the relevant films. The rest is written as a new drop in the same
 layout (so the project's own ingest reads it exactly as a nightly run would), with tags on
 held-out (user, film) pairs removed: a tag says the user watched the film.
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import math
 import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,8 +31,10 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from recsys_core.data.csr import LIKED_RATING
 from recsys_core.data.schemas import MIN_RATING
-from recsys_core.errors import ConfigError, InputError
+from recsys_core.errors import InputError
+from recsys_core.ranking.holdout import HOLDOUT_FRACTION, MIN_HOLDOUT_RATINGS, holdout_mask
 
 log = logging.getLogger(__name__)
 
@@ -42,35 +44,8 @@ MAX_RATING = 5.0
 HELDOUT_FILE = "heldout.parquet"
 
 
-def holdout_mask(
-    users: np.ndarray, movies: np.ndarray, timestamps: np.ndarray, fraction: float = 0.2, min_ratings: int = 5
-) -> np.ndarray:
-    """Bool per rating: is it in its user's held-out tail.
-
-    Users with ``min_ratings`` or more ratings hold out their last
-    max(1, floor(fraction * n)) ratings by (timestamp, movieId); others hold out none.
-    """
-    if not 0.0 < fraction < 1.0:
-        raise ConfigError(f"holdout fraction must be in (0, 1), got {fraction}")
-    if min_ratings < 2:
-        raise ConfigError(f"min_ratings must be >= 2, got {min_ratings}")
-    users = np.asarray(users)
-    order = np.lexsort((np.asarray(movies), np.asarray(timestamps), users))
-    u = users[order]
-    if len(u) == 0:
-        return np.zeros(0, dtype=bool)
-    starts = np.flatnonzero(np.concatenate([[True], u[1:] != u[:-1]]))
-    counts = np.diff(np.append(starts, len(u)))
-    rank = np.arange(len(u)) - np.repeat(starts, counts)  # 0 = the user's oldest rating
-    n_hold = np.where(counts >= min_ratings, np.maximum(1, np.floor(counts * fraction + 1e-9)), 0)
-    held_sorted = rank >= np.repeat(counts - n_hold.astype(np.int64), counts)
-    mask = np.empty(len(u), dtype=bool)
-    mask[order] = held_sorted
-    return mask
-
-
 def temporal_holdout(
-    ratings: pd.DataFrame, fraction: float = 0.2, min_ratings: int = 5
+    ratings: pd.DataFrame, fraction: float = HOLDOUT_FRACTION, min_ratings: int = MIN_HOLDOUT_RATINGS
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(training part, held-out part) of a ratings frame with userId, movieId, timestamp.
 
@@ -201,9 +176,9 @@ def _filter_tags(src: Path, dst: Path, held_pairs: pd.DataFrame) -> tuple[int, i
 def split_drop(
     data_dir: str | Path,
     work_dir: str | Path,
-    fraction: float = 0.2,
-    min_ratings: int = 5,
-    relevant_rating: float = 4.0,
+    fraction: float = HOLDOUT_FRACTION,
+    min_ratings: int = MIN_HOLDOUT_RATINGS,
+    relevant_rating: float = LIKED_RATING,
 ) -> Split:
     """Split the drop in ``data_dir``: the training drop goes to ``work_dir/train_drop``,
     the held-out ratings to ``work_dir/heldout.parquet``."""
@@ -275,8 +250,3 @@ def split_drop(
 
 def read_heldout(work_dir: str | Path) -> pd.DataFrame:
     return pq.read_table(Path(work_dir) / HELDOUT_FILE).to_pandas()
-
-
-def expected_holdout_size(n: int, fraction: float = 0.2, min_ratings: int = 5) -> int:
-    """How many of a user's ``n`` ratings are held out (for tests and reports)."""
-    return max(1, math.floor(n * fraction + 1e-9)) if n >= min_ratings else 0

@@ -13,9 +13,12 @@ of the user's films under a softmax over the whole vocabulary: exactly
 uniformly sampled others (``sampled_multinomial_nll``), which is what makes a CPU epoch over
 the full release affordable (see its docstring).
 
-Recommendation scores (``forward``) add the item-item term (``item_item``, fitted after
-training, see ``recsys_core.models.item_item``) to these logits; training fits the logits
-alone (``ae_logits``).
+Recommendation scores (``forward``) add the item-item term (``item_item``, fitted before
+the AE's epochs and blended in after them, see ``recsys_core.models.item_item``) to these
+logits; training fits the logits alone (``ae_logits``).
+
+``user_batch`` turns rows of a ``RatingsCSR`` into a ``UserBatch`` (training, validation and
+scoring all build batches with it); ``encode_users`` gives every user's embedding.
 """
 
 from __future__ import annotations
@@ -23,12 +26,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
+from recsys_core.data.csr import LIKED_RATING, RatingsCSR, gather_entries
 from recsys_core.models.item_item import ItemItemTerm
-
-LIKED_RATING = 4.0
 
 
 @dataclass
@@ -65,6 +68,44 @@ class UserBatch:
 
     def target_weights(self) -> torch.Tensor:
         return self.targets if self.targets is not None else torch.ones_like(self.weights)
+
+
+def user_batch(
+    csr: RatingsCSR,
+    rows: np.ndarray,
+    dropout: float = 0.0,
+    generator: torch.Generator | None = None,
+    low_target_weight: float | None = None,
+    liked_rating: float = LIKED_RATING,
+) -> UserBatch:
+    """EmbeddingBag inputs of the users ``rows`` ((B,) int64 rows of ``csr``).
+
+    Input weights are L2-normalized binary (1 / sqrt(films of the user)), with input
+    dropout: dropped entries keep weight 0 (they stay in the batch as loss targets); kept
+    ones are scaled by 1 / (1 - dropout) as in inverted dropout. Entries rated from
+    ``liked_rating`` up are marked liked (the item-item term's input). ``low_target_weight``
+    gives the entries below ``liked_rating`` that loss weight (liked ones weigh 1); None
+    leaves every entry a target of weight 1.
+    """
+    positions, counts = gather_entries(csr.indptr, rows)
+    norm = 1.0 / np.sqrt(np.maximum(counts, 1)).astype(np.float32)
+    weights = torch.from_numpy(np.repeat(norm, counts))
+    if dropout > 0.0:
+        keep = torch.rand(len(positions), generator=generator) >= dropout
+        weights = weights * keep / (1.0 - dropout)
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    liked = csr.ratings[positions] >= liked_rating
+    target_weights = None
+    if low_target_weight is not None:
+        target_weights = torch.from_numpy(np.where(liked, 1.0, low_target_weight).astype(np.float32))
+    return UserBatch(
+        indices=torch.from_numpy(csr.indices[positions]),
+        offsets=torch.from_numpy(offsets),
+        weights=weights,
+        rows=torch.from_numpy(np.repeat(np.arange(len(rows), dtype=np.int64), counts)),
+        targets=target_weights,
+        liked=torch.from_numpy(liked.astype(np.float32)),
+    )
 
 
 class UserAE(nn.Module):
@@ -161,3 +202,15 @@ class UserAE(nn.Module):
         t = batch.target_weights()
         per_row_t = torch.zeros(batch.size, device=picked.device).index_add_(0, batch.rows, t)
         return -((picked * t).sum() - (per_row_t * log_z).sum()) / batch.size
+
+
+def encode_users(model: UserAE, csr: RatingsCSR, device: torch.device, batch_size: int = 4096) -> np.ndarray:
+    """(n_users, embedding_dim) float32 embeddings of every user of ``csr`` from their full input."""
+    model.eval()
+    out = np.zeros((csr.n_users, model.config.embedding_dim), dtype=np.float32)
+    with torch.no_grad():
+        for lo in range(0, csr.n_users, batch_size):
+            rows = np.arange(lo, min(lo + batch_size, csr.n_users))
+            batch = user_batch(csr, rows, liked_rating=model.config.liked_rating).to(device)
+            out[rows] = model.encode(batch).float().cpu().numpy()
+    return out

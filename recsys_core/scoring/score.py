@@ -1,7 +1,8 @@
 """Score every snapshot user and write the staging partition of ``recommendations``.
 
 For each batch of users (on GPU or CPU): user embedding -> scores over the film
-vocabulary -> every film the user rated masked out -> top-N (``rank.top_n_unseen``).
+vocabulary -> every film the user rated masked out -> top-N
+(``recsys_core.ranking.top_n.top_n_unseen``, the same top-N as validation and evaluation).
 Users with fewer than ``min_user_films`` vocabulary ratings cannot be encoded usefully;
 they get the most popular unseen films, marked ``source = 'popularity'``.
 
@@ -24,14 +25,17 @@ import pyarrow.parquet as pq
 import torch
 
 from recsys_core import fs_swap
+from recsys_core.data.csr import RatingsCSR
+from recsys_core.data.features import load_features
+from recsys_core.device import autocast, select_device
 from recsys_core.errors import ConfigError
+from recsys_core.models.user_ae import UserAE, encode_users, user_batch
 from recsys_core.paths import Warehouse
+from recsys_core.progress import Progress
 from recsys_core.publish.contract import SCHEMA
+from recsys_core.ranking.top_n import popular_unseen, popularity_order, top_n_unseen
 from recsys_core.reproducible import warm_up_cpu_math
-from recsys_core.scoring.rank import popular_unseen, popularity_order, top_n_unseen
 from recsys_core.training import artifacts
-from recsys_core.training.data import RatingsCSR, load_features
-from recsys_core.training.train import autocast, select_device, user_batch, user_embeddings
 
 log = logging.getLogger(__name__)
 SCORING_META = "_scoring.json"
@@ -76,22 +80,7 @@ def rows_table(user_ids: np.ndarray, films: np.ndarray, scores: np.ndarray, coun
     }, schema=SCHEMA)  # fmt: skip
 
 
-class Progress:
-    """A log line at most every ``PROGRESS_SECONDS``: users scored, users/s, ETA."""
-
-    def __init__(self, total: int):
-        self.total, self.started, self.last = total, time.monotonic(), time.monotonic()
-
-    def update(self, done: int) -> None:
-        now = time.monotonic()
-        if now - self.last >= PROGRESS_SECONDS:
-            self.last = now
-            rate = done / max(now - self.started, 1e-9)
-            log.info("scored %d/%d users, %.0f users/s, eta %.0fs", done, self.total, rate,
-                     (self.total - done) / max(rate, 1e-9))  # fmt: skip
-
-
-def score_model_users(writer: pq.ParquetWriter, model, csr: RatingsCSR, rows: np.ndarray, user_ids: np.ndarray,
+def score_model_users(writer: pq.ParquetWriter, model: UserAE, csr: RatingsCSR, rows: np.ndarray, user_ids: np.ndarray,
                       movie_ids: np.ndarray, version: str, config: ScoreConfig, device: torch.device,
                       bf16: bool, progress: Progress) -> int:  # fmt: skip
     written = 0
@@ -106,7 +95,7 @@ def score_model_users(writer: pq.ParquetWriter, model, csr: RatingsCSR, rows: np
             table = rows_table(user_ids[part], films, values, count, movie_ids, "model", version)
             writer.write_table(table)
             written += table.num_rows
-            progress.update(lo + len(part))
+            progress.add(len(part))
     return written
 
 
@@ -141,7 +130,7 @@ def run_scoring(warehouse: Warehouse, ds: str, config: ScoreConfig | None = None
     popular_rows = np.flatnonzero(csr.counts < config.min_user_films)
     log.info("scoring ds=%s: %d users (%d by popularity), %d films, top %d, model %s, device %s",
              ds, csr.n_users, len(popular_rows), csr.n_films, config.top_n, version, device)  # fmt: skip
-    progress = Progress(len(model_rows))
+    progress = Progress("scored", total=len(model_rows), unit="users", every_s=PROGRESS_SECONDS, logger=log)
     summary: dict = {}
 
     def write(staging: str) -> None:
@@ -162,7 +151,7 @@ def run_scoring(warehouse: Warehouse, ds: str, config: ScoreConfig | None = None
     if not fs_swap.exists(f"{warehouse.embeddings(ds)}/users"):
         log.info("writing embeddings/ds=%s (not written by training)", ds)
         artifacts.write_embeddings(
-            warehouse.embeddings(ds), user_ids, user_embeddings(models.user, csr, device), movie_ids,
+            warehouse.embeddings(ds), user_ids, encode_users(models.user, csr, device), movie_ids,
             models.user.film_vectors().detach().float().cpu().numpy(), models.user.film_bias.detach().cpu().numpy(),
         )  # fmt: skip
     log.info("scored %d users into %d rows in %.1fs", summary["users"], summary["rows"], summary["seconds"])

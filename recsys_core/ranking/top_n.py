@@ -43,6 +43,18 @@ def top_n_unseen(
     return films_np, values_np, count
 
 
+def top_n_lists(scores: torch.Tensor, seen_rows: torch.Tensor, seen_films: torch.Tensor, n: int) -> np.ndarray:
+    """(B, min(n, n_films)) int64 film_idx of each row's best unseen films, -1 past its count.
+
+    ``top_n_unseen`` (same order and tie rule; ``scores`` is modified) with the padding
+    that validation and the evaluation's metrics read as "no film".
+    """
+    films, _, count = top_n_unseen(scores, seen_rows, seen_films, n)
+    films = films.astype(np.int64)
+    films[np.arange(films.shape[1])[None, :] >= count[:, None]] = -1
+    return films
+
+
 def popularity_order(counts: np.ndarray) -> np.ndarray:
     """Film indices by number of ratings descending, ties by film_idx ascending."""
     return np.lexsort((np.arange(len(counts)), -counts))

@@ -4,9 +4,8 @@ Conventions, shared by the offline evaluation and the nightly validation of trai
 
 - ``top`` is an (n_users, width) integer array of item indices, best first; ``-1`` pads a
   row that has fewer than ``width`` recommendations (a padded slot is never a hit).
-- ``relevant`` (and ``seen``) hold one set of item indices per row of ``top``, in CSR form:
-  any object with ``indptr`` and ``indices`` arrays (``ItemSets`` or the training
-  ``RatingsCSR``).
+- ``relevant`` (and ``seen``) hold one set of item indices per row of ``top`` as a
+  ``recsys_core.data.csr.RatingsCSR`` (only ``indptr`` and ``indices`` are read).
 - Ranking metrics are means over the users with at least one relevant item; users without
   one cannot score and are left out. A user with relevant items and an empty list counts
   as zero.
@@ -16,53 +15,9 @@ Conventions, shared by the offline evaluation and the nightly validation of trai
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
-
 import numpy as np
 
-
-class SparseRows(Protocol):
-    indptr: np.ndarray
-    indices: np.ndarray
-
-
-@dataclass
-class ItemSets:
-    """One set of item indices per user row, as CSR (sorted and unique within a row)."""
-
-    indptr: np.ndarray  # (n_rows + 1,) int64
-    indices: np.ndarray  # (nnz,) int64
-
-    @property
-    def n_rows(self) -> int:
-        return len(self.indptr) - 1
-
-    @property
-    def counts(self) -> np.ndarray:
-        return np.diff(self.indptr)
-
-    @classmethod
-    def from_pairs(cls, rows: np.ndarray, items: np.ndarray, n_rows: int) -> ItemSets:
-        """Sets from (row, item) pairs in any order; duplicate pairs count once."""
-        rows, items = np.asarray(rows, dtype=np.int64), np.asarray(items, dtype=np.int64)
-        if len(rows) and (rows.min() < 0 or rows.max() >= n_rows):
-            raise ValueError(f"row index outside 0..{n_rows - 1}")
-        order = np.lexsort((items, rows))
-        rows, items = rows[order], items[order]
-        if len(rows):
-            first = np.concatenate([[True], (rows[1:] != rows[:-1]) | (items[1:] != items[:-1])])
-            rows, items = rows[first], items[first]
-        indptr = np.zeros(n_rows + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
-        return cls(indptr, items)
-
-    @classmethod
-    def from_lists(cls, lists: list[list[int]]) -> ItemSets:
-        rows = np.repeat(np.arange(len(lists)), [len(x) for x in lists])
-        items = np.array([i for x in lists for i in x], dtype=np.int64)
-        return cls.from_pairs(rows, items, len(lists))
-
+from recsys_core.data.csr import RatingsCSR
 
 RANKING_KINDS = ("ndcg", "recall", "precision", "map", "hitrate")
 
@@ -77,13 +32,15 @@ EVAL_KS: dict[str, int] = {
     "hitrate@10": 10,
 }
 COVERAGE_K = 10  # catalog coverage and popularity bias look at what a user sees first
+# the nightly validation figures of training (manifest metrics, read by the quality gate)
+VALIDATION_KS: dict[str, int] = {"ndcg@10": 10, "recall@20": 20, "ndcg@100": 100}
 
 
-def _row_counts(sets: SparseRows) -> np.ndarray:
+def _row_counts(sets: RatingsCSR) -> np.ndarray:
     return np.diff(np.asarray(sets.indptr)).astype(np.int64)
 
 
-def hits(top: np.ndarray, relevant: SparseRows) -> np.ndarray:
+def hits(top: np.ndarray, relevant: RatingsCSR) -> np.ndarray:
     """(n_users, width) bool: is ``top[u, r]`` in user ``u``'s set (padding never is).
 
     Vectorized with (row, item) keys: one ``np.isin`` over the whole matrix.
@@ -133,7 +90,7 @@ def _parse(name: str) -> str:
 
 
 def ranking_metrics(
-    top: np.ndarray, relevant: SparseRows, ks: dict[str, int], per_user_out: dict | None = None
+    top: np.ndarray, relevant: RatingsCSR, ks: dict[str, int], per_user_out: dict | None = None
 ) -> dict[str, float]:
     """Means over users with relevant items of the asked metrics (``{"ndcg@10": 10, ...}``).
 
@@ -162,7 +119,7 @@ def ranking_metrics(
     return out
 
 
-def seen_leakage(top: np.ndarray, seen: SparseRows) -> int:
+def seen_leakage(top: np.ndarray, seen: RatingsCSR) -> int:
     """How many recommended items the user had already rated (in the training part): must be 0."""
     return int(hits(top, seen).sum())
 
@@ -216,8 +173,8 @@ def pad(top: np.ndarray, width: int) -> np.ndarray:
 
 def evaluate_top_lists(
     top: np.ndarray,
-    relevant: SparseRows,
-    seen: SparseRows,
+    relevant: RatingsCSR,
+    seen: RatingsCSR,
     item_counts: np.ndarray,
     ks: dict[str, int] | None = None,
     per_user_out: dict | None = None,
@@ -240,3 +197,13 @@ def evaluate_top_lists(
     out["users"] = int(top.shape[0])
     out["scored_users"] = int((_row_counts(relevant) > 0).sum())
     return out
+
+
+def validation_metrics(top: np.ndarray, relevant: RatingsCSR) -> dict[str, float]:
+    """NDCG@10, Recall@20, and NDCG@100 when the (n_users, width) lists are that long.
+
+    The nightly validation figures (the model manifest's metrics, which the quality gate
+    compares): the same code as the offline report's figures.
+    """
+    ks = {name: k for name, k in VALIDATION_KS.items() if k <= top.shape[1]}
+    return ranking_metrics(top, relevant, ks)

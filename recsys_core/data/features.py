@@ -14,54 +14,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from recsys_core.data.csr import RatingsCSR
 from recsys_core.errors import InputError
 from recsys_core.fs_swap import read_json
-
-
-@dataclass
-class RatingsCSR:
-    """Users x films ratings as CSR: row ``u`` is ``indices[indptr[u]:indptr[u+1]]``."""
-
-    indptr: np.ndarray  # (n_users + 1,) int64
-    indices: np.ndarray  # (nnz,) int64 film_idx
-    ratings: np.ndarray  # (nnz,) float32
-    timestamps: np.ndarray  # (nnz,) int64
-    n_films: int
-
-    @property
-    def n_users(self) -> int:
-        return len(self.indptr) - 1
-
-    @property
-    def counts(self) -> np.ndarray:
-        return np.diff(self.indptr)
-
-    def entry_rows(self) -> np.ndarray:
-        """The user row of every entry."""
-        return np.repeat(np.arange(self.n_users, dtype=np.int64), self.counts)
-
-    def select_entries(self, keep: np.ndarray) -> RatingsCSR:
-        """The same users with only the entries where ``keep`` is true."""
-        kept_before = np.concatenate([[0], np.cumsum(keep, dtype=np.int64)])
-        indptr = kept_before[self.indptr]
-        return RatingsCSR(
-            indptr, self.indices[keep], self.ratings[keep], self.timestamps[keep], self.n_films
-        )
-
-    def todense(self) -> np.ndarray:
-        """Dense ratings (tests and tiny cases only)."""
-        dense = np.zeros((self.n_users, self.n_films), dtype=np.float32)
-        dense[self.entry_rows(), self.indices] = self.ratings
-        return dense
-
-
-def gather_entries(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Flat entry positions of ``rows`` (in order) and each row's count, vectorized."""
-    starts, counts = indptr[rows], indptr[rows + 1] - indptr[rows]
-    total = int(counts.sum())
-    row_first = np.cumsum(counts) - counts
-    positions = np.arange(total, dtype=np.int64) - np.repeat(row_first - starts, counts)
-    return positions, counts
 
 
 @dataclass
@@ -186,82 +141,3 @@ def load_features(features_dir: str) -> Features:
     films = load_films(f"{features_dir}/films", len(manifest["genres"]), len(manifest["genome_tag_ids"]))
     users = load_users(f"{features_dir}/users", films.n_films)
     return Features(manifest, users, films)
-
-
-@dataclass
-class Validation:
-    """Validation users: their input is ``train`` minus the hidden entries."""
-
-    users: np.ndarray  # (n_val,) int64 user rows
-    relevant: RatingsCSR  # (n_val rows) hidden entries with rating >= relevant_rating
-    n_hidden: int
-
-
-def split_validation(
-    csr: RatingsCSR,
-    n_users: int,
-    seed: int,
-    holdout_fraction: float = 0.2,
-    min_ratings: int = 5,
-    relevant_rating: float = 4.0,
-) -> tuple[RatingsCSR, Validation]:
-    """Hide the last ``holdout_fraction`` of ratings (by time) of a seeded user sample.
-
-    Candidates have at least ``min_ratings`` ratings; those whose hidden part has no
-    relevant rating are skipped (they cannot score). Returns the training CSR (all users,
-    validation users without their hidden ratings) and the validation targets.
-    """
-    counts = csr.counts
-    candidates = np.flatnonzero(counts >= min_ratings)
-    rng = np.random.default_rng([seed, 7])
-    candidates = rng.permutation(candidates)
-    chosen: list[np.ndarray] = []
-    hidden_pos: list[np.ndarray] = []
-    taken, step = 0, max(2 * n_users, 1)
-    for lo in range(0, len(candidates), step):
-        if taken >= n_users:
-            break
-        block = candidates[lo : lo + step]  # random order
-        by_id = np.argsort(block)
-        good, (h_pos, h_rows) = _hide_last(csr, block[by_id], holdout_fraction, relevant_rating)
-        good = good[np.argsort(by_id[np.searchsorted(block[by_id], good)])][: n_users - taken]
-        chosen.append(good)
-        hidden_pos.append(h_pos[np.isin(h_rows, good)])
-        taken += len(good)
-    val_users = np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
-    hidden_all = np.sort(np.concatenate(hidden_pos)) if hidden_pos else np.zeros(0, dtype=np.int64)
-    keep = np.ones(len(csr.indices), dtype=bool)
-    keep[hidden_all] = False
-    train = csr.select_entries(keep)
-    relevant = _relevant_rows(csr, val_users, ~keep, relevant_rating)
-    return train, Validation(val_users, relevant, len(hidden_all))
-
-
-def _hide_last(
-    csr: RatingsCSR, users: np.ndarray, fraction: float, relevant_rating: float
-) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
-    """For sorted ``users``: those (sorted) with a relevant hidden rating, and the hidden
-    entries as (positions, rows)."""
-    positions, counts = gather_entries(csr.indptr, users)
-    rows = np.repeat(users, counts)
-    order = np.lexsort((csr.indices[positions], csr.timestamps[positions], rows))
-    positions, rows = positions[order], rows[order]
-    first = np.repeat(np.cumsum(counts) - counts, counts)
-    rank = np.arange(len(positions)) - first  # 0 = oldest rating of the user
-    n_hide = np.ceil(counts * fraction).astype(np.int64)
-    hidden = rank >= np.repeat(counts - n_hide, counts)
-    h_pos, h_rows = positions[hidden], rows[hidden]
-    good = np.unique(h_rows[csr.ratings[h_pos] >= relevant_rating])
-    return good, (h_pos, h_rows)
-
-
-def _relevant_rows(csr: RatingsCSR, users: np.ndarray, hidden: np.ndarray, relevant_rating: float) -> RatingsCSR:
-    positions, counts = gather_entries(csr.indptr, users)
-    sub = RatingsCSR(
-        np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-        csr.indices[positions],
-        csr.ratings[positions],
-        csr.timestamps[positions],
-        csr.n_films,
-    )
-    return sub.select_entries(hidden[positions] & (csr.ratings[positions] >= relevant_rating))

@@ -1,0 +1,76 @@
+"""EASE (Steck 2019, "Embarrassingly Shallow Autoencoders for Sparse Data"), in one place.
+
+``B = argmin ||X - XB||^2 + l2 ||B||^2`` subject to ``diag(B) = 0`` has the closed form
+``B = -P / diag(P)`` off the diagonal, ``P = (X^T X + l2 I)^-1``, for a users x films binary
+matrix ``X``. The nightly item-item term (``recsys_core.training.item_item``) prunes this
+``B``; the evaluation's EASE and item-kNN baselines (``recsys_core.evaluation.baselines``)
+build on the same Gram matrix and precision matrix.
+
+The Gram matrix ``X^T X`` is built in blocks of films as sparse products (films x users) @
+(users x films): the full release never materializes a dense users x films matrix. The
+inversion is cubic in the number of films.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+
+from recsys_core.data.csr import RatingsCSR
+
+DOUBLE_MAX_FILMS = 12_000  # invert in float64 up to this many films, float32 above (memory)
+
+
+def gram(csr: RatingsCSR, films: np.ndarray | None = None, block: int = 2048) -> torch.Tensor:
+    """(m, m) float32 co-occurrence counts ``X^T X`` of ``csr``'s entries restricted to ``films``.
+
+    ``films``: (m,) sorted film indices (None: every film, m = ``csr.n_films``); row and
+    column ``i`` of the result are ``films[i]``. Counts are exact below 2^24 users.
+    """
+    films = np.arange(csr.n_films) if films is None else np.asarray(films)
+    column = np.full(csr.n_films, -1, dtype=np.int64)
+    column[films] = np.arange(len(films))
+    cols = column[csr.indices]
+    keep = cols >= 0
+    users, cols = csr.entry_rows()[keep], cols[keep]
+    m = len(films)
+    by_user_ptr = np.concatenate([[0], np.cumsum(np.bincount(users, minlength=csr.n_users))])
+    order = np.argsort(cols, kind="stable")
+    by_film_ptr = np.concatenate([[0], np.cumsum(np.bincount(cols, minlength=m))])
+    by_film_users = users[order]
+    out = torch.zeros((m, m), dtype=torch.float32)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+        by_user = torch.sparse_csr_tensor(torch.from_numpy(by_user_ptr), torch.from_numpy(cols),
+                                          torch.ones(len(cols)), (csr.n_users, m), check_invariants=False)  # fmt: skip
+        for lo in range(0, m, block):
+            hi = min(lo + block, m)
+            ptr = torch.from_numpy(by_film_ptr[lo : hi + 1] - by_film_ptr[lo])
+            part_users = torch.from_numpy(by_film_users[by_film_ptr[lo] : by_film_ptr[hi]])
+            part = torch.sparse_csr_tensor(ptr, part_users, torch.ones(len(part_users)), (hi - lo, csr.n_users),
+                                           check_invariants=False)  # fmt: skip
+            out[lo:hi] = (part @ by_user).to_dense()
+    return out
+
+
+def precision_matrix(g: torch.Tensor, l2: float, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``P = (g + l2 I)^-1`` of the (m, m) Gram matrix ``g`` (which may be overwritten).
+
+    ``dtype`` None: float64 up to ``DOUBLE_MAX_FILMS`` films, float32 above (at 20,000 films
+    each float32 copy is 1.6 GB). Raises torch.linalg.LinAlgError if singular (l2 <= 0).
+    """
+    if dtype is None:
+        dtype = torch.float64 if g.shape[0] <= DOUBLE_MAX_FILMS else torch.float32
+    p = g.to(dtype)
+    p.diagonal().add_(l2)
+    return torch.linalg.inv(p)
+
+
+def ease_weights(g: torch.Tensor, l2: float) -> torch.Tensor:
+    """(m, m) float32 EASE weights ``B = -P / diag(P)`` with a zero diagonal, from the Gram ``g``."""
+    p = precision_matrix(g, l2)
+    b = p.div_(-torch.diagonal(p).clone()[None, :])
+    b.fill_diagonal_(0.0)
+    return b.float()
