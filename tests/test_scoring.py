@@ -17,7 +17,7 @@ from recsys_core.data.features import load_features
 from recsys_core.data.vocab import VocabularyMismatch
 from recsys_core.entrypoint import run_main
 from recsys_core.paths import Warehouse
-from recsys_core.ranking.top_n import popular_unseen, popularity_order, top_n_unseen
+from recsys_core.ranking.top_n import top_n_unseen
 from recsys_core.scoring.check import CHECK_FILE, GateFailed, run_check
 from recsys_core.scoring.score import SCORING_META, ScoreConfig, run_scoring
 from recsys_core.training.train import run_training
@@ -47,12 +47,6 @@ def test_top_n_keeps_nan_for_the_gate():
     assert count.tolist() == [2] and np.isnan(values).any()
 
 
-def test_popular_unseen():
-    counts = np.array([5, 9, 9, 1, 7])
-    order = popularity_order(counts)
-    assert order.tolist() == [1, 2, 4, 0, 3]
-    films, scores = popular_unseen(order, counts, np.array([2, 0]), 2)
-    assert films.tolist() == [1, 4] and scores.tolist() == [9.0, 7.0]
 
 
 @pytest.fixture(scope="module")

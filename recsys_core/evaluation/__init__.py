@@ -2,6 +2,6 @@
 
 ``recsys evaluate`` runs the project's own prep, training and scoring on the training part
 of a split and compares the model with popularity, EASE, item-kNN and Spark ALS on the
-same held-out ratings (``run.run_evaluation``). The metric code here is also what the
-nightly training loop validates with (``recsys_core.training.metrics`` delegates to it).
+same held-out ratings (``run.run_evaluation``). The split, top-N and metrics come from
+``recsys_core.ranking``, the same code the nightly validation and the scoring job use.
 """

@@ -3,9 +3,10 @@ scores over the vocabulary (each film keeps its ``k`` strongest weights).
 
 A rank-64 decoder scores films through a narrow user embedding, so it blurs the specific
 "liked X, so Y" links that a full-rank item-item model keeps; adding this term to the AE's
-logits at scoring time restores them. The weights are fitted in closed form after the AE
-(``recsys_core.training.item_item``); ``blend`` (chosen on the validation users) scales the
-term against the AE's logits, and 0 switches it off.
+logits at scoring time restores them. The weights are fitted in closed form before the
+AE's epochs (``recsys_core.training.item_item``, so the training time cap covers the fit);
+``blend`` (chosen on the validation users after early stopping) scales the term against the
+AE's logits, and 0 switches it off.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from torch import nn
 
 
 class ItemItemTerm(nn.Module):
+    """``index`` / ``weight`` (n_films, k): film i's ``k`` target films and their weights;
+    ``blend`` a scalar. All three are buffers, saved with the user AE's weights."""
+
     def __init__(self, n_films: int, k: int):
         super().__init__()
         self.n_films, self.k = n_films, k
@@ -23,6 +27,7 @@ class ItemItemTerm(nn.Module):
         self.register_buffer("blend", torch.zeros(()))
 
     def set(self, index: torch.Tensor, weight: torch.Tensor, blend: float | None = None) -> None:
+        """Copy in fitted ``index`` / ``weight`` (and ``blend``); raises ValueError on a shape mismatch."""
         if index.shape != self.index.shape or weight.shape != self.weight.shape:
             raise ValueError(f"item-item term of shape {tuple(index.shape)} for {tuple(self.index.shape)}")
         self.index.copy_(index)

@@ -53,15 +53,3 @@ def top_n_lists(scores: torch.Tensor, seen_rows: torch.Tensor, seen_films: torch
     films = films.astype(np.int64)
     films[np.arange(films.shape[1])[None, :] >= count[:, None]] = -1
     return films
-
-
-def popularity_order(counts: np.ndarray) -> np.ndarray:
-    """Film indices by number of ratings descending, ties by film_idx ascending."""
-    return np.lexsort((np.arange(len(counts)), -counts))
-
-
-def popular_unseen(order: np.ndarray, counts: np.ndarray, seen: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(film_idx, score) of the ``n`` most popular films not in ``seen``; score = rating count."""
-    head = order[: n + len(seen)]
-    films = head[~np.isin(head, seen)][:n]
-    return films, counts[films].astype(np.float32)

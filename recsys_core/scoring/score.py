@@ -33,7 +33,7 @@ from recsys_core.models.user_ae import UserAE, encode_users, user_batch
 from recsys_core.paths import Warehouse
 from recsys_core.progress import Progress
 from recsys_core.publish.contract import SCHEMA
-from recsys_core.ranking.top_n import popular_unseen, popularity_order, top_n_unseen
+from recsys_core.ranking.top_n import top_n_unseen
 from recsys_core.reproducible import warm_up_cpu_math
 from recsys_core.training import artifacts
 
@@ -100,19 +100,21 @@ def score_model_users(writer: pq.ParquetWriter, model: UserAE, csr: RatingsCSR, 
 
 
 def score_popular_users(writer: pq.ParquetWriter, csr: RatingsCSR, rows: np.ndarray, user_ids: np.ndarray,
-                        movie_ids: np.ndarray, version: str, top_n: int) -> int:  # fmt: skip
-    counts = np.bincount(csr.indices, minlength=csr.n_films)
-    order = popularity_order(counts)
-    k = min(top_n, csr.n_films)
-    films = np.zeros((len(rows), k), dtype=np.int64)
-    values = np.zeros((len(rows), k), dtype=np.float32)
-    count = np.zeros(len(rows), dtype=np.int64)
-    for i, row in enumerate(rows):
-        f, v = popular_unseen(order, counts, csr.indices[csr.indptr[row] : csr.indptr[row + 1]], top_n)
-        films[i, : len(f)], values[i, : len(f)], count[i] = f, v, len(f)
-    table = rows_table(user_ids[rows], films, values, count, movie_ids, "popularity", version)
-    writer.write_table(table)
-    return table.num_rows
+                        movie_ids: np.ndarray, version: str, top_n: int, batch_size: int) -> int:  # fmt: skip
+    """The fallback for users the model cannot encode: the most rated unseen films, score =
+    number of ratings, through the same top-N (ties by movieId) as the model's lists."""
+    counts = csr.film_counts().astype(np.float32)
+    written = 0
+    for lo in range(0, len(rows), batch_size):
+        part = rows[lo : lo + batch_size]
+        seen = csr.select_rows(part)
+        scores = torch.from_numpy(np.repeat(counts[None, :], len(part), axis=0))
+        films, values, count = top_n_unseen(scores, torch.from_numpy(seen.entry_rows()),
+                                            torch.from_numpy(seen.indices), top_n)  # fmt: skip
+        table = rows_table(user_ids[part], films, values, count, movie_ids, "popularity", version)
+        writer.write_table(table)
+        written += table.num_rows
+    return written
 
 
 def run_scoring(warehouse: Warehouse, ds: str, config: ScoreConfig | None = None) -> dict:
@@ -138,7 +140,8 @@ def run_scoring(warehouse: Warehouse, ds: str, config: ScoreConfig | None = None
         with pq.ParquetWriter(f"{inner}/part-00000.parquet", SCHEMA, filesystem=fs, compression="zstd") as writer:
             n_model = score_model_users(writer, models.user, csr, model_rows, user_ids, movie_ids, version,
                                         config, device, bf16, progress)  # fmt: skip
-            n_popular = score_popular_users(writer, csr, popular_rows, user_ids, movie_ids, version, config.top_n)
+            n_popular = score_popular_users(writer, csr, popular_rows, user_ids, movie_ids, version, config.top_n,
+                                            config.batch_size)  # fmt: skip
         summary.update({
             "ds": ds, "top_n": config.top_n, "model_version": version, "device": str(device),
             "users": int(csr.n_users), "model_users": len(model_rows), "popularity_users": len(popular_rows),
