@@ -14,11 +14,11 @@ import torch
 
 from recsys_core.cli import build_parser
 from recsys_core.data.csr import RatingsCSR
-from recsys_core.evaluation import baselines as B
+from recsys_core.evaluation import baselines
 from recsys_core.evaluation.report import write_report
 from recsys_core.evaluation.run import METHOD_LABELS
 from recsys_core.evaluation.split import split_drop, temporal_holdout
-from recsys_core.ranking import metrics as M
+from recsys_core.ranking import metrics
 from recsys_core.ranking.holdout import holdout_mask
 from recsys_core.training.config import TrainConfig
 
@@ -36,7 +36,7 @@ def test_ranking_metrics_by_hand():
     ks = {"ndcg@2": 2, "ndcg@3": 3, "recall@2": 2, "recall@3": 3, "precision@3": 3, "map@3": 3,
           "hitrate@1": 1, "hitrate@3": 3}  # fmt: skip
     per: dict = {}
-    m = M.ranking_metrics(top, relevant, ks, per)
+    m = metrics.ranking_metrics(top, relevant, ks, per)
     idcg2 = D[0] + D[1]
     assert m["ndcg@2"] == pytest.approx((D[0] / idcg2 + 0) / 2)  # user 2 cannot score: left out
     assert m["ndcg@3"] == pytest.approx(((D[0] + D[2]) / idcg2 + 0) / 2)
@@ -48,23 +48,23 @@ def test_ranking_metrics_by_hand():
     assert np.isnan(per["recall@3"][2]) and per["recall@3"][0] == pytest.approx(1.0)
     # the nightly validation figures are the same code
     wide = np.concatenate([top, np.full((3, 97), -1)], axis=1)
-    nightly = M.validation_metrics(wide, relevant)
-    assert nightly == M.ranking_metrics(wide, relevant, {"ndcg@10": 10, "recall@20": 20, "ndcg@100": 100})
+    nightly = metrics.validation_metrics(wide, relevant)
+    assert nightly == metrics.ranking_metrics(wide, relevant, {"ndcg@10": 10, "recall@20": 20, "ndcg@100": 100})
     assert nightly["ndcg@10"] == pytest.approx(m["ndcg@3"])
     with pytest.raises(ValueError, match="needs top-4"):
-        M.ranking_metrics(top, relevant, {"ndcg@4": 4})
+        metrics.ranking_metrics(top, relevant, {"ndcg@4": 4})
     with pytest.raises(ValueError, match="unknown metric"):
-        M.ranking_metrics(top, relevant, {"auc@3": 3})
+        metrics.ranking_metrics(top, relevant, {"auc@3": 3})
 
 
 def test_normalization_by_min_k_relevant_and_padding():
     relevant = RatingsCSR.from_lists([list(range(30)), [5]])
     top = np.array([list(range(10)), [5] + [-1] * 9])
-    m = M.ranking_metrics(top, relevant, {"recall@10": 10, "ndcg@10": 10, "precision@10": 10})
+    m = metrics.ranking_metrics(top, relevant, {"recall@10": 10, "ndcg@10": 10, "precision@10": 10})
     assert m["recall@10"] == pytest.approx(1.0) and m["ndcg@10"] == pytest.approx(1.0)  # min(K, |rel|)
     assert m["precision@10"] == pytest.approx((1.0 + 0.1) / 2)
     # an empty list (all padding) never hits, even where item index -1 would "wrap"
-    assert M.hits(np.array([[-1, -1]]), RatingsCSR.from_lists([[0]])).sum() == 0
+    assert metrics.hits(np.array([[-1, -1]]), RatingsCSR.from_lists([[0]])).sum() == 0
 
 
 def test_oracle_ranking_scores_one():
@@ -75,7 +75,7 @@ def test_oracle_ranking_scores_one():
     for u, items in enumerate(lists):
         rest = [i for i in range(200) if i not in items]
         top[u] = (list(rng.permutation(items)) + rest)[:100]
-    m = M.ranking_metrics(top, relevant, M.EVAL_KS)
+    m = metrics.ranking_metrics(top, relevant, metrics.EVAL_KS)
     for name in ("ndcg@10", "ndcg@100", "recall@20", "recall@50", "map@10", "hitrate@10"):
         assert m[name] == pytest.approx(1.0), name
     n_rel = np.array([len(x) for x in lists])
@@ -85,16 +85,16 @@ def test_oracle_ranking_scores_one():
 def test_beyond_accuracy_metrics():
     top = np.array([[0, 1, 2], [2, 3, -1], [-1, -1, -1]])
     seen = RatingsCSR.from_lists([[1, 7], [3], [0]])
-    assert M.seen_leakage(top, seen) == 2  # user 0 film 1, user 1 film 3
-    assert M.user_coverage(top) == pytest.approx(2 / 3)
+    assert metrics.seen_leakage(top, seen) == 2  # user 0 film 1, user 1 film 3
+    assert metrics.user_coverage(top) == pytest.approx(2 / 3)
     counts = np.array([10, 5, 5, 1, 0, 0])  # items 4 and 5: outside the catalog
-    assert M.catalog_coverage(top, int((counts > 0).sum()), k=2) == pytest.approx(4 / 4)
-    assert M.catalog_coverage(top, 4, k=1) == pytest.approx(2 / 4)
-    pct = M.popularity_percentiles(counts)
+    assert metrics.catalog_coverage(top, int((counts > 0).sum()), k=2) == pytest.approx(4 / 4)
+    assert metrics.catalog_coverage(top, 4, k=1) == pytest.approx(2 / 4)
+    pct = metrics.popularity_percentiles(counts)
     assert pct.tolist() == pytest.approx([1.0, 0.5, 0.5, 0.0, 0.0, 0.0])
-    assert M.mean_popularity_percentile(top, pct, k=3) == pytest.approx((1 + 0.5 + 0.5 + 0.5 + 0) / 5)
+    assert metrics.mean_popularity_percentile(top, pct, k=3) == pytest.approx((1 + 0.5 + 0.5 + 0.5 + 0) / 5)
     relevant = RatingsCSR.from_lists([[2], [], [4]])
-    out = M.evaluate_top_lists(top, relevant, seen, counts)
+    out = metrics.evaluate_top_lists(top, relevant, seen, counts)
     assert out["seen_leakage"] == 2 and out["users"] == 3 and out["scored_users"] == 2
     assert out["ndcg@10"] == pytest.approx((D[2] / D[0] + 0) / 2)
     assert out["recall@50"] == pytest.approx(0.5)  # short lists are padded to K
@@ -169,7 +169,7 @@ def _interactions(n_users: int, n_items: int, seed: int = 0, density: float = 0.
     dense[:, 0] = True  # item 0 rated by everybody: the most popular
     u, i = np.nonzero(dense)
     frame = pd.DataFrame({"userId": u + 1, "movieId": i + 1, "rating": rng.choice([2.0, 4.0, 5.0], len(u))})
-    return B.ratings_csr(frame, np.arange(1, n_users + 1), np.arange(1, n_items + 1))
+    return baselines.ratings_csr(frame, np.arange(1, n_users + 1), np.arange(1, n_items + 1))
 
 
 def _ease_closed_form(x: np.ndarray, lam: float) -> np.ndarray:
@@ -183,11 +183,11 @@ def _ease_closed_form(x: np.ndarray, lam: float) -> np.ndarray:
 def test_ease_matches_the_closed_form(shape):
     data = _interactions(*shape)
     x = data.dense(np.arange(data.n_users), torch.float64).numpy()
-    ease = B.EASE(lambdas=(5.0,), feedback=("all",))
+    ease = baselines.EASE(lambdas=(5.0,), feedback=("all",))
     rows = np.array([0, 3, 7])
     scores = ease.fit(data, {"lambda": 5.0, "feedback": "all"})(rows)
     np.testing.assert_allclose(scores, _ease_closed_form(x, 5.0)[rows], rtol=1e-4, atol=1e-4)
-    positive = B.feedback(data, "positive")
+    positive = baselines.feedback(data, "positive")
     assert len(positive.indices) == int((data.ratings >= 4.0).sum())
     xp = positive.dense(np.arange(data.n_users), torch.float64).numpy()
     scores = ease.fit(data, {"lambda": 5.0, "feedback": "positive"})(rows)
@@ -198,17 +198,17 @@ def test_baselines_exclude_seen_and_tune_on_the_inner_split():
     data = _interactions(30, 25, seed=1)
     users = np.arange(30)
     seen = data.select_rows(users)
-    inner = B.InnerSplit(_interactions(30, 25, seed=2), np.arange(10), RatingsCSR.from_lists([[3]] * 10))
-    for method in (B.Popularity(), B.EASE(lambdas=(1.0, 10.0)), B.ItemKNN(ks=(3, 10))):
-        result = B.run_baseline(method, data, users, 12, inner)
+    inner = baselines.InnerSplit(_interactions(30, 25, seed=2), np.arange(10), RatingsCSR.from_lists([[3]] * 10))
+    for method in (baselines.Popularity(), baselines.EASE(lambdas=(1.0, 10.0)), baselines.ItemKNN(ks=(3, 10))):
+        result = baselines.run_baseline(method, data, users, 12, inner)
         assert result.top.shape == (30, 12)
-        assert M.seen_leakage(result.top, seen) == 0, method.name
+        assert metrics.seen_leakage(result.top, seen) == 0, method.name
         valid = result.top >= 0
         assert (valid.sum(axis=1) == np.minimum(12, 25 - np.diff(seen.indptr))).all()
         assert len(result.grid) == len(method.grid()) and result.params in method.grid()
         assert set(result.seconds) == {"tune", "fit", "recommend", "total"}
     # popularity: most rated unseen films first, ties by item index
-    top = B.recommend(B.Popularity().fit(data, {}), data, np.array([0]), 5)[0]
+    top = baselines.recommend(baselines.Popularity().fit(data, {}), data, np.array([0]), 5)[0]
     counts = data.film_counts()
     unseen = np.setdiff1d(np.arange(25), data.select_rows(np.array([0])).indices)
     assert top.tolist() == unseen[np.lexsort((unseen, -counts[unseen]))][:5].tolist()
@@ -220,10 +220,10 @@ def test_spark_als_explicit_and_implicit(spark, tmp_path):
     users = np.arange(20)
     for implicit in (False, True):
         grid = [{"rank": 2, "regParam": 0.1, "alpha": 1.0, "feedback": "positive" if implicit else "all"}]
-        als = B.SparkALS(spark, tmp_path, implicit=implicit, grid=grid, max_iter=2, seed=1)
-        result = B.run_baseline(als, data, users, 10)
+        als = baselines.SparkALS(spark, tmp_path, implicit=implicit, grid=grid, max_iter=2, seed=1)
+        result = baselines.run_baseline(als, data, users, 10)
         assert result.name == ("als_implicit" if implicit else "als_explicit")
-        assert result.top.shape == (20, 10) and M.seen_leakage(result.top, data.select_rows(users)) == 0
+        assert result.top.shape == (20, 10) and metrics.seen_leakage(result.top, data.select_rows(users)) == 0
         assert (result.top[:, 0] >= 0).all()
 
 
@@ -232,7 +232,7 @@ def test_spark_als_explicit_and_implicit(spark, tmp_path):
 
 def _fake_results(methods: list[str]) -> dict:
     rng = np.random.default_rng(0)
-    metric_names = [*M.EVAL_KS, "user_coverage", "catalog_coverage@10", "popularity_pct@10"]
+    metric_names = [*metrics.EVAL_KS, "user_coverage", "catalog_coverage@10", "popularity_pct@10"]
     return {
         "data_dir": "/data", "seed": 1, "top_n": 100, "ds": "2018-09-30", "catalog_films": 50,
         "split": {"fraction": 0.2, "min_ratings": 5, "relevant_rating": 4.0, "rows_read": 10,

@@ -50,7 +50,7 @@ DS = "2018-09-30"
 
 TINY = TrainConfig(
     seed=3, device="cpu", max_epochs=3, batch_size=8, lr=3e-3, film_epochs=3, film_batch_size=8,
-    val_users=6, eval_batch_size=16, top_k=20,
+    val_users=6, eval_batch_size=16, top_n=20,
     film=FilmAEConfig(embedding_dim=4, hidden_dim=8), user=UserAEConfig(embedding_dim=4, hidden_dim=8),
 )  # fmt: skip
 

@@ -24,7 +24,6 @@ At small scales users and ratings scale linearly but films scale with sqrt(scale
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import time
@@ -33,7 +32,15 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pacsv
+
+from recsys_core.data.synthetic_films import (
+    append_csv,
+    tag_names,
+    write_genome,
+    write_header,
+    write_movies_and_links,
+)
+from recsys_core.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -83,35 +90,6 @@ POPULARITY_KNOTS = np.array(
     ],
     dtype=np.float64,
 )
-
-GENRES = {  # name: share of films carrying it
-    "Action": 0.13, "Adventure": 0.07, "Animation": 0.05, "Children": 0.05,
-    "Comedy": 0.29, "Crime": 0.09, "Documentary": 0.09, "Drama": 0.42,
-    "Fantasy": 0.05, "Film-Noir": 0.006, "Horror": 0.10, "IMAX": 0.004,
-    "Musical": 0.02, "Mystery": 0.05, "Romance": 0.13, "Sci-Fi": 0.05,
-    "Thriller": 0.14, "War": 0.03, "Western": 0.02,
-}  # fmt: skip
-NO_GENRES = "(no genres listed)"
-
-_ADJECTIVES = (
-    "silent dark last lost golden broken hidden wild little secret red blue cold burning "
-    "final endless bitter crimson distant electric empty fallen frozen gentle haunted hollow "
-    "iron lonely midnight mystic northern pale quiet restless sacred savage scarlet shadow "
-    "strange sweet twisted velvet wicked winter"
-).split()
-_NOUNS = (
-    "river city heart road night dream king war house garden storm moon kingdom sea "
-    "mountain island game stranger summer island voyage mirror machine planet empire letter "
-    "promise journey forest ghost hunter legacy lesson memory mission orchard party prophet "
-    "rebel secret signal station story thief tide valley witness"
-).split()
-_TAG_WORDS = (
-    "atmospheric dystopia twist ending visually appealing dark comedy thought-provoking "
-    "space surreal quirky cult classic time travel heist noir satire revenge coming of age "
-    "anime based on a book psychological romance gangster friendship survival zombies war "
-    "mafia artificial intelligence superhero musical biography courtroom espionage"
-).split()
-
 
 @dataclass(frozen=True)
 class Shape:
@@ -295,107 +273,6 @@ def _timestamps(counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(ts, T_START, T_END).astype(np.int64)
 
 
-def _write_header(path: Path, columns: list[str]) -> None:
-    path.write_text(",".join(columns) + "\n", encoding="utf-8")
-
-
-def _append_csv(path: Path, table: pa.Table) -> None:
-    with path.open("ab") as sink:
-        pacsv.write_csv(
-            table, sink, pacsv.WriteOptions(include_header=False, quoting_style="none")
-        )
-
-
-def _film_titles(shape: Shape, rng: np.random.Generator) -> tuple[list[str], np.ndarray]:
-    n = shape.films
-    years = np.clip(np.round(2018 - rng.exponential(18.0, n)), 1891, 2018).astype(int)
-    adj = rng.integers(0, len(_ADJECTIVES), n)
-    noun = rng.integers(0, len(_NOUNS), n)
-    style = rng.random(n)
-    titles = []
-    for i in range(n):
-        base = f"{_ADJECTIVES[adj[i]].title()} {_NOUNS[noun[i]].title()}"
-        if style[i] < 0.06:
-            base = f"{base}, The"  # GroupLens moves leading articles to the end
-        elif style[i] < 0.08:
-            base = f'{base}, or "{_NOUNS[noun[i] - 1].title()}"'
-        elif style[i] < 0.09:
-            base = f"{base}: Part {int(style[i] * 1000) % 5 + 2}"
-        titles.append(base if style[i] > 0.995 else f"{base} ({years[i]})")
-    return titles, years
-
-
-def _film_genres(cat: Catalogue, rng: np.random.Generator) -> list[str]:
-    names = list(GENRES)
-    prevalence = np.array([GENRES[g] for g in names])
-    directions = rng.normal(0, 1, size=(len(names), LATENT_DIM)).astype(np.float32)
-    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
-    affinity = cat.latent @ directions.T * math.sqrt(LATENT_DIM)  # ~N(0,1)
-    logits = np.log(prevalence / (1 - prevalence))[None, :] + 1.6 * affinity
-    has = rng.random(logits.shape) < 1 / (1 + np.exp(-logits))
-    none = ~has.any(axis=1)
-    fill = none & (rng.random(none.size) < 0.6)
-    has[np.flatnonzero(fill), np.argmax(logits[fill], axis=1)] = True
-    return [
-        "|".join(names[j] for j in np.flatnonzero(row)) or NO_GENRES for row in has
-    ]
-
-
-def _tag_names(n_tags: int, rng: np.random.Generator) -> list[str]:
-    pool = sorted({f"{a} {b}" for a in _ADJECTIVES for b in _NOUNS} | set(_TAG_WORDS))
-    if n_tags > len(pool):
-        pool += [f"tag {i}" for i in range(n_tags - len(pool))]
-    return [pool[i] for i in rng.permutation(len(pool))[:n_tags]]
-
-
-def write_movies_and_links(out: Path, cat: Catalogue, shape: Shape, rng: np.random.Generator) -> None:
-    titles, _ = _film_titles(shape, rng)
-    genres = _film_genres(cat, rng)
-    with (out / "movies.csv").open("w", encoding="utf-8", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(["movieId", "title", "genres"])
-        w.writerows(zip(cat.movie_ids.tolist(), titles, genres))
-    imdb = rng.choice(np.arange(1, 9_999_999), size=shape.films, replace=False)
-    tmdb = rng.choice(np.arange(1, 999_999), size=shape.films, replace=False)
-    missing_tmdb = rng.random(shape.films) < 0.002
-    with (out / "links.csv").open("w", encoding="utf-8", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(["movieId", "imdbId", "tmdbId"])
-        for mid, i, t, miss in zip(cat.movie_ids.tolist(), imdb, tmdb, missing_tmdb):
-            w.writerow([mid, f"{i:07d}", "" if miss else int(t)])
-
-
-def write_genome(out: Path, cat: Catalogue, shape: Shape, rng: np.random.Generator) -> None:
-    n_tags = shape.genome_tags
-    names = _tag_names(n_tags, rng)
-    with (out / "genome-tags.csv").open("w", encoding="utf-8", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(["tagId", "tag"])
-        w.writerows((i + 1, name) for i, name in enumerate(names))
-    # Genome films: mostly the popular ones (the genome needs tags, tags need viewers).
-    pop_rank = np.argsort(np.argsort(-cat.popularity)) / shape.films
-    chosen = np.sort(np.argsort(pop_rank + rng.normal(0, 0.08, shape.films))[: shape.genome_films])
-    loadings = rng.normal(0, 1, size=(n_tags, LATENT_DIM)).astype(np.float32)
-    loadings /= np.linalg.norm(loadings, axis=1, keepdims=True)
-    tag_bias = rng.normal(-2.4, 0.7, n_tags)
-    path = out / "genome-scores.csv"
-    _write_header(path, ["movieId", "tagId", "relevance"])
-    tag_ids = np.arange(1, n_tags + 1, dtype=np.int32)
-    for lo in range(0, chosen.size, 2_000):
-        films = chosen[lo : lo + 2_000]
-        signal = 2.2 * math.sqrt(LATENT_DIM) * (cat.latent[films] @ loadings.T)
-        z = tag_bias[None, :] + signal + rng.normal(0, 0.6, signal.shape)
-        relevance = np.round(1 / (1 + np.exp(-z)), 5)
-        table = pa.table(
-            {
-                "movieId": np.repeat(cat.movie_ids[films], n_tags),
-                "tagId": np.tile(tag_ids, films.size),
-                "relevance": relevance.ravel(),
-            }
-        )
-        _append_csv(path, table)
-
-
 def generate(out: Path | str, scale: float = 0.001, seed: int = 42, genome_tags: int = GENOME_TAGS) -> Shape:
     """Write a MovieLens-layout drop into ``out`` and return its shape."""
     out = Path(out)
@@ -416,13 +293,13 @@ def generate(out: Path | str, scale: float = 0.001, seed: int = 42, genome_tags:
     tagger = rng.random(shape.users) < 0.08
     tagger_ratings = int(counts[tagger].sum())
     tag_share = min(1.0, shape.tag_applications / tagger_ratings) if tagger_ratings else 0.0
-    tag_names = np.array(_tag_names(shape.genome_tags, np.random.default_rng([seed, 9])))
+    tag_vocabulary = np.array(tag_names(shape.genome_tags, np.random.default_rng([seed, 9])))
 
     ratings_path, tags_path = out / "ratings.csv", out / "tags.csv"
-    _write_header(ratings_path, ["userId", "movieId", "rating", "timestamp"])
-    _write_header(tags_path, ["userId", "movieId", "tag", "timestamp"])
+    write_header(ratings_path, ["userId", "movieId", "rating", "timestamp"])
+    write_header(tags_path, ["userId", "movieId", "tag", "timestamp"])
     thresholds: np.ndarray | None = None
-    written = 0
+    progress = Progress("generated", total=shape.ratings, unit="ratings", every_s=0.0, logger=log)
     for lo in range(0, shape.users, USERS_PER_CHUNK):
         hi = min(lo + USERS_PER_CHUNK, shape.users)
         crng = np.random.default_rng([seed, 1, lo])
@@ -443,27 +320,22 @@ def generate(out: Path | str, scale: float = 0.001, seed: int = 42, genome_tags:
                 "timestamp": ts,
             }
         )
-        _append_csv(ratings_path, table)
+        append_csv(ratings_path, table)
         is_tag = tagger[user] & (crng.random(user.size) < tag_share)
         if is_tag.any():
             tag_ts = np.minimum(ts[is_tag] + crng.integers(0, 3_600, int(is_tag.sum())), T_END)
-            _append_csv(
+            append_csv(
                 tags_path,
                 pa.table(
                     {
                         "userId": (user[is_tag] + 1).astype(np.int32),
                         "movieId": cat.movie_ids[film[is_tag]],
-                        "tag": tag_names[crng.integers(0, tag_names.size, int(is_tag.sum()))],
+                        "tag": tag_vocabulary[crng.integers(0, tag_vocabulary.size, int(is_tag.sum()))],
                         "timestamp": tag_ts,
                     }
                 ),
             )
-        written += user.size
-        elapsed = time.monotonic() - t0
-        eta = elapsed / written * (shape.ratings - written)
-        log.info(
-            "users %d/%d, ratings %d/%d (%.0f%%), %.0fs elapsed, ETA %.0fs",
-            hi, shape.users, written, shape.ratings, 100 * written / shape.ratings, elapsed, eta,
-        )  # fmt: skip
-    log.info("done in %.1fs: %s", time.monotonic() - t0, out)
+        progress.add(user.size)
+    progress.done()
+    log.info("%d users written to %s", shape.users, out)
     return shape

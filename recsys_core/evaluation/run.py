@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from recsys_core.data.csr import RatingsCSR, indptr_from_counts
 from recsys_core.errors import ConfigError, InputError
-from recsys_core.evaluation import baselines as B
+from recsys_core.evaluation import baselines
 from recsys_core.evaluation.split import Split, split_drop, temporal_holdout
 from recsys_core.ranking.metrics import evaluate_top_lists
 
@@ -102,10 +102,10 @@ def model_lists(staging_dir: str, index: EvalIndex, top_n: int) -> np.ndarray:
     return out
 
 
-def inner_split(train: pd.DataFrame, index: EvalIndex, split: Split, seed: int, max_users: int) -> B.InnerSplit:
+def inner_split(train: pd.DataFrame, index: EvalIndex, split: Split, seed: int, max_users: int) -> baselines.InnerSplit:
     """The same temporal holdout applied to the training part, for tuning the baselines."""
     inner_train, inner_held = temporal_holdout(train, split.stats["fraction"], split.stats["min_ratings"])
-    data = B.ratings_csr(inner_train, index.user_ids, index.catalog)
+    data = baselines.ratings_csr(inner_train, index.user_ids, index.catalog)
     rel = inner_held[inner_held["rating"] >= split.relevant_rating]
     users = np.unique(np.searchsorted(index.user_ids, rel["userId"].to_numpy()))
     if len(users) > max_users:
@@ -115,19 +115,19 @@ def inner_split(train: pd.DataFrame, index: EvalIndex, split: Split, seed: int, 
         np.searchsorted(users, np.searchsorted(index.user_ids, rel["userId"].to_numpy())),
         np.searchsorted(index.catalog, rel["movieId"].to_numpy()), len(users), len(index.catalog),
     )  # fmt: skip
-    return B.InnerSplit(data, users, relevant)
+    return baselines.InnerSplit(data, users, relevant)
 
 
-def make_baseline(name: str, spark, work_dir: Path, seed: int, options: dict) -> B.Baseline:
+def make_baseline(name: str, spark, work_dir: Path, seed: int, options: dict) -> baselines.Baseline:
     opts = options.get(name, {})
     if name == "popularity":
-        return B.Popularity()
+        return baselines.Popularity()
     if name == "ease":
-        return B.EASE(**opts)
+        return baselines.EASE(**opts)
     if name == "item_knn":
-        return B.ItemKNN(**opts)
+        return baselines.ItemKNN(**opts)
     if name in ("als_explicit", "als_implicit"):
-        return B.SparkALS(spark, work_dir / "als", implicit=name == "als_implicit", seed=seed, **opts)
+        return baselines.SparkALS(spark, work_dir / "als", implicit=name == "als_implicit", seed=seed, **opts)
     raise ConfigError(f"unknown method {name!r} (known: {', '.join(DEFAULT_METHODS)})")
 
 
@@ -220,7 +220,7 @@ def run_evaluation(
         if features_manifest["counts"]["films"] != len(index.catalog):
             log.warning("features vocabulary (%d films) != evaluation catalog (%d)",
                         features_manifest["counts"]["films"], len(index.catalog))  # fmt: skip
-        interactions = B.ratings_csr(train, index.user_ids, index.catalog)
+        interactions = baselines.ratings_csr(train, index.user_ids, index.catalog)
         lists: dict[str, np.ndarray] = {}
         method_info: dict[str, dict] = {}
         model_info: dict | None = None
@@ -251,7 +251,7 @@ def run_evaluation(
             timings["inner_split"] = time.monotonic() - t
         for name in wanted:
             method = make_baseline(name, spark, work, seed, baseline_options or {})
-            result = B.run_baseline(method, interactions, index.eval_rows, top_n, inner)
+            result = baselines.run_baseline(method, interactions, index.eval_rows, top_n, inner)
             lists[name] = index.full_lists(result.top)
             method_info[name] = {"params": result.params, "grid": result.grid, "seconds": result.seconds}
     finally:

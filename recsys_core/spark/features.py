@@ -17,7 +17,7 @@ import logging
 
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
+from pyspark.sql.types import ArrayType, FloatType
 
 from recsys_core.data.schemas import NO_GENRES
 from recsys_core.data.vocab import ids_hash, names_hash
@@ -57,7 +57,7 @@ def with_content(films: DataFrame, genres: list[str]) -> DataFrame:
     parts = F.split("genres", r"\|")
     multi_hot = F.array(*[F.array_contains(parts, g).cast("float") for g in genres])
     if not genres:
-        multi_hot = F.array().cast(T.ArrayType(T.FloatType()))
+        multi_hot = F.array().cast(ArrayType(FloatType()))
     return films.withColumn("year", F.when(year != "", year.cast("int"))).withColumn("genre_vec", multi_hot)
 
 
@@ -136,7 +136,7 @@ def run_features(spark: SparkSession, warehouse: Warehouse, ds: str, min_film_ra
         vectors = genome_vectors(spark.read.parquet(f"{snap}/genome"), films.select("movieId"), len(tag_ids))
         films = films.join(vectors, "movieId", "left")
     else:
-        films = films.withColumn("genome", F.lit(None).cast(T.ArrayType(T.FloatType()))).withColumn(
+        films = films.withColumn("genome", F.lit(None).cast(ArrayType(FloatType()))).withColumn(
             "complete", F.lit(None).cast("boolean")
         )
     films_out = films.select(

@@ -30,7 +30,7 @@ def choose_blend(model: UserAE, fit: ItemItemFit, ae_metrics: dict, train: Ratin
     best_blend, best_metrics = 0.0, None
     for blend in sorted(config.item.blends):
         model.item_item.set_blend(blend)
-        metrics = ae_metrics if blend == 0 else model_metrics(model, train, validation, config.top_k,
+        metrics = ae_metrics if blend == 0 else model_metrics(model, train, validation, config.top_n,
                                                              config.eval_batch_size, device, bf16)  # fmt: skip
         grid.append({"blend": blend, **metrics})
         if best_metrics is None or metrics.get("ndcg@10", math.nan) > best_metrics.get("ndcg@10", math.nan):

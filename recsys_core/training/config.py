@@ -42,7 +42,7 @@ class TrainConfig:
     # share of the ratings (small data: all users validate; full release: ~0.4%, no refit).
     refit_min_hidden_share: float = 0.02
     eval_batch_size: int = 1024
-    top_k: int = 100
+    top_n: int = 100
     # "auto": the sampled softmax on CPU when the vocabulary exceeds sampled_min_films
     # films (full release: ~5x faster epochs), the exact softmax otherwise; "on" / "off".
     sampled_softmax: str = "auto"
@@ -60,7 +60,7 @@ class TrainConfig:
             raise ConfigError(f"sampled_softmax must be auto, on or off, got {self.sampled_softmax!r}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        for name in ("max_epochs", "val_users", "eval_batch_size", "top_k", "negatives"):
+        for name in ("max_epochs", "val_users", "eval_batch_size", "top_n", "negatives"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_minutes <= 0:

@@ -73,7 +73,7 @@ def run_training(warehouse: Warehouse, ds: str, config: TrainConfig | None = Non
     model, refit = refit_on_every_rating(user, validation, csr, film_content, config, device, bf16, deadline)
     user_seconds = time.monotonic() - capped_from
 
-    popularity = popularity_metrics(train, validation, config.top_k, device)
+    popularity = popularity_metrics(train, validation, config.top_n, device)
     log.info("best epoch %d: model %s; popularity %s", user.best.epoch, _fmt(metrics), _fmt(popularity))
     manifest = {
         "ds": ds,

@@ -154,7 +154,7 @@ def train_user_ae(train: RatingsCSR, validation: Validation, film_content: torch
         t0 = time.monotonic()
         loss, seen = train_epoch(model, loop, epoch)
         train_seconds = time.monotonic() - t0
-        metrics = model_metrics(model, train, validation, config.top_k, config.eval_batch_size, device, bf16)
+        metrics = model_metrics(model, train, validation, config.top_n, config.eval_batch_size, device, bf16)
         elapsed = time.monotonic() - started
         left = min((config.max_epochs - epoch) * elapsed / epoch, max(deadline - time.monotonic(), 0.0))
         row = {"epoch": epoch, "loss": loss, **metrics,
