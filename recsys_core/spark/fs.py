@@ -2,6 +2,12 @@
 
 The jobs use these instead of ``os``/``shutil`` so the same code runs against a cluster
 with paths given as URIs.
+
+Why a second directory swap beside ``recsys_core.fs_swap`` (pyarrow): a Spark job must go
+through the JVM's Hadoop FileSystem, which carries the cluster's filesystem settings and
+credentials (HDFS, S3A) that pyarrow in the driver does not see; the torch and publish
+side has no JVM. The two follow the same protocol (``paths.staging_path`` siblings, one
+rename in).
 """
 
 from __future__ import annotations
