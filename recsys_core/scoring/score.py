@@ -80,22 +80,65 @@ def rows_table(user_ids: np.ndarray, films: np.ndarray, scores: np.ndarray, coun
     }, schema=SCHEMA)  # fmt: skip
 
 
-def score_model_users(writer: pq.ParquetWriter, model: UserAE, csr: RatingsCSR, rows: np.ndarray, user_ids: np.ndarray,
-                      movie_ids: np.ndarray, version: str, config: ScoreConfig, device: torch.device,
-                      bf16: bool, progress: Progress) -> int:  # fmt: skip
+def popular_rows_table(csr: RatingsCSR, rows: np.ndarray, user_ids: np.ndarray, film_counts: np.ndarray,
+                       movie_ids: np.ndarray, version: str, top_n: int) -> pa.Table:  # fmt: skip
+    """The popularity fallback's rows for the users ``rows`` of ``csr`` (one batch).
+
+    ``user_ids`` is aligned with ``csr``'s rows; ``film_counts`` (n_films,) are the ratings
+    per film over all users (the score), ranked through the same top-N (ties by movieId)
+    as the model's lists.
+    """
+    seen = csr.select_rows(rows)
+    scores = torch.from_numpy(np.repeat(film_counts.astype(np.float32)[None, :], len(rows), axis=0))
+    films, values, count = top_n_unseen(scores, torch.from_numpy(seen.entry_rows()),
+                                        torch.from_numpy(seen.indices), top_n)  # fmt: skip
+    return rows_table(user_ids[rows], films, values, count, movie_ids, "popularity", version)
+
+
+class BatchScorer:
+    """A batch of users -> their recommendation rows: the one step of both scorers.
+
+    The local scorer (``run_scoring``) and the Spark scorer's executors
+    (``recsys_core.scoring.spark_scoring``) call ``model_rows`` / ``popular_rows`` on
+    batches of users, so both produce the same rows for a user. ``user_ids`` passed to
+    them is aligned with the rows of ``csr`` (``user_ids[r]`` is row ``r``'s userId).
+    """
+
+    def __init__(self, model: UserAE, movie_ids: np.ndarray, film_counts: np.ndarray, version: str, top_n: int,
+                 device: torch.device, bf16: bool = False) -> None:  # fmt: skip
+        """``movie_ids`` (n_films,) maps film_idx to movieId; ``film_counts`` (n_films,) are the
+        ratings per film over every user (the popularity fallback's score)."""
+        self.model, self.movie_ids, self.film_counts = model, movie_ids, film_counts
+        self.version, self.top_n, self.device, self.bf16 = version, top_n, device, bf16
+        with torch.no_grad():
+            self.vectors, self.bias = model.film_vectors(), model.film_bias  # once, not per batch
+
+    def model_rows(self, csr: RatingsCSR, rows: np.ndarray, user_ids: np.ndarray) -> pa.Table:
+        """Rows of the users ``rows`` ((B,) int64 rows of ``csr``) scored by the model:
+        user embedding -> scores over the films (+ item-item term) -> seen masked -> top-N."""
+        model = self.model
+        with torch.no_grad():
+            batch = user_batch(csr, rows, liked_rating=model.config.liked_rating).to(self.device)
+            with autocast(self.device, self.bf16):
+                scores = model.add_item_scores(model.encode(batch) @ self.vectors.T + self.bias, batch)
+            films, values, count = top_n_unseen(scores.float(), batch.rows, batch.indices, self.top_n)
+        return rows_table(user_ids[rows], films, values, count, self.movie_ids, "model", self.version)
+
+    def popular_rows(self, csr: RatingsCSR, rows: np.ndarray, user_ids: np.ndarray) -> pa.Table:
+        """Rows of the users ``rows`` of ``csr`` from the popularity fallback."""
+        return popular_rows_table(csr, rows, user_ids, self.film_counts, self.movie_ids, self.version, self.top_n)
+
+
+def score_model_users(writer: pq.ParquetWriter, scorer: BatchScorer, csr: RatingsCSR, rows: np.ndarray,
+                      user_ids: np.ndarray, batch_size: int, progress: Progress) -> int:  # fmt: skip
+    """Write the model's rows of the users ``rows`` of ``csr``, ``batch_size`` at a time; returns the row count."""
     written = 0
-    with torch.no_grad():
-        vectors, bias = model.film_vectors(), model.film_bias  # once, not per batch
-        for lo in range(0, len(rows), config.batch_size):
-            part = rows[lo : lo + config.batch_size]
-            batch = user_batch(csr, part, liked_rating=model.config.liked_rating).to(device)
-            with autocast(device, bf16):
-                scores = model.add_item_scores(model.encode(batch) @ vectors.T + bias, batch)
-            films, values, count = top_n_unseen(scores.float(), batch.rows, batch.indices, config.top_n)
-            table = rows_table(user_ids[part], films, values, count, movie_ids, "model", version)
-            writer.write_table(table)
-            written += table.num_rows
-            progress.add(len(part))
+    for lo in range(0, len(rows), batch_size):
+        part = rows[lo : lo + batch_size]
+        table = scorer.model_rows(csr, part, user_ids)
+        writer.write_table(table)
+        written += table.num_rows
+        progress.add(len(part))
     return written
 
 
@@ -103,15 +146,10 @@ def score_popular_users(writer: pq.ParquetWriter, csr: RatingsCSR, rows: np.ndar
                         movie_ids: np.ndarray, version: str, top_n: int, batch_size: int) -> int:  # fmt: skip
     """The fallback for users the model cannot encode: the most rated unseen films, score =
     number of ratings, through the same top-N (ties by movieId) as the model's lists."""
-    counts = csr.film_counts().astype(np.float32)
+    counts = csr.film_counts()
     written = 0
     for lo in range(0, len(rows), batch_size):
-        part = rows[lo : lo + batch_size]
-        seen = csr.select_rows(part)
-        scores = torch.from_numpy(np.repeat(counts[None, :], len(part), axis=0))
-        films, values, count = top_n_unseen(scores, torch.from_numpy(seen.entry_rows()),
-                                            torch.from_numpy(seen.indices), top_n)  # fmt: skip
-        table = rows_table(user_ids[part], films, values, count, movie_ids, "popularity", version)
+        table = popular_rows_table(csr, rows[lo : lo + batch_size], user_ids, counts, movie_ids, version, top_n)
         writer.write_table(table)
         written += table.num_rows
     return written
@@ -132,14 +170,14 @@ def run_scoring(warehouse: Warehouse, ds: str, config: ScoreConfig | None = None
     popular_rows = np.flatnonzero(csr.counts < config.min_user_films)
     log.info("scoring ds=%s: %d users (%d by popularity), %d films, top %d, model %s, device %s",
              ds, csr.n_users, len(popular_rows), csr.n_films, config.top_n, version, device)  # fmt: skip
+    scorer = BatchScorer(models.user, movie_ids, csr.film_counts(), version, config.top_n, device, bf16)
     progress = Progress("scored", total=len(model_rows), unit="users", every_s=PROGRESS_SECONDS, logger=log)
     summary: dict = {}
 
     def write(staging: str) -> None:
         fs, inner = fs_swap.filesystem(staging)
         with pq.ParquetWriter(f"{inner}/part-00000.parquet", SCHEMA, filesystem=fs, compression="zstd") as writer:
-            n_model = score_model_users(writer, models.user, csr, model_rows, user_ids, movie_ids, version,
-                                        config, device, bf16, progress)  # fmt: skip
+            n_model = score_model_users(writer, scorer, csr, model_rows, user_ids, config.batch_size, progress)
             n_popular = score_popular_users(writer, csr, popular_rows, user_ids, movie_ids, version, config.top_n,
                                             config.batch_size)  # fmt: skip
         summary.update({
