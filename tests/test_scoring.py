@@ -176,3 +176,76 @@ def test_score_and_check_jobs_exit_codes(scored, tmp_path, capsys):
         root.handlers[:] = handlers
         root.setLevel(level)
     assert pc.min(staging_table(scored).column("rank")).as_py() == 1
+
+
+# ---------------------------------------------------------------- the Spark scorer (issue 16)
+
+
+def contract_rows(table: pa.Table) -> pa.Table:
+    return table.sort_by([("user_id", "ascending"), ("rank", "ascending")])
+
+
+def assert_same_rows(spark_rows: pa.Table, local_rows: pa.Table) -> None:
+    """Same films, ranks, sources and model per user; scores within float tolerance."""
+    a, b = contract_rows(spark_rows), contract_rows(local_rows)
+    assert a.num_rows == b.num_rows > 0
+    for column in ("user_id", "rank", "movie_id", "source", "model_version"):
+        assert a.column(column).equals(b.column(column)), column
+    np.testing.assert_allclose(a.column("score").to_numpy(), b.column("score").to_numpy(), rtol=1e-5, atol=1e-6)
+
+
+def copy_of(wh: Warehouse, to: Path) -> Warehouse:
+    """The features and model of ``wh`` in a fresh warehouse (nothing scored)."""
+    import shutil
+
+    copy = Warehouse(str(to))
+    for part in (wh.features(DS), wh.models(DS)):
+        shutil.copytree(part, Path(copy.root) / Path(part).relative_to(wh.root))
+    return copy
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("batch_size", "min_user_films"), [(7, 1), (2048, 4)])
+def test_spark_scorer_writes_the_local_scorers_rows(scored, spark, tmp_path, batch_size, min_user_films):
+    from recsys_core.publish.contract import SCHEMA
+    from recsys_core.scoring.spark_scoring import run_spark_scoring
+
+    wh = copy_of(scored, tmp_path / "wh")
+    config = ScoreConfig(top_n=10, device="cpu", batch_size=batch_size, min_user_films=min_user_films)
+    local_meta = run_scoring(wh, DS, config)
+    local = staging_table(wh)
+    meta = run_spark_scoring(spark, wh, DS, config)
+    rows = staging_table(wh)
+    assert rows.schema.equals(SCHEMA)
+    assert_same_rows(rows, local)
+    if min_user_films > 1:  # the popularity fallback ran for more than the one user without films
+        assert pc.sum(pc.equal(rows.column("source"), "popularity")).as_py() > 10
+    same = ("ds", "top_n", "model_version", "device", "users", "model_users", "popularity_users", "rows", "films")
+    assert {k: meta[k] for k in same} == {k: local_meta[k] for k in same}
+    assert meta["engine"] == "spark"
+    assert json.loads((Path(wh.recommendations_staging(DS)) / SCORING_META).read_text())["rows"] == rows.num_rows
+    assert run_check(wh, DS, min_model_ratio=0.0).passed  # the gate reads Spark's part files as it reads ours
+
+
+@pytest.mark.slow
+def test_spark_scorer_refuses_missing_or_mismatched_inputs(scored, spark, tmp_path):
+    import shutil
+
+    from recsys_core.errors import ConfigError, InputError
+    from recsys_core.scoring.spark_scoring import run_spark_scoring
+
+    wh = copy_of(scored, tmp_path / "wh")
+    with pytest.raises(ConfigError, match="--torch-threads"):
+        run_spark_scoring(spark, wh, DS, ScoreConfig(device="cpu"), torch_threads=-1)
+    manifest = Path(wh.features(DS)) / "manifest.json"
+    good = manifest.read_text()
+    other = json.loads(good)
+    other["hashes"]["films"] = "0123456789abcdef"
+    manifest.write_text(json.dumps(other))
+    with pytest.raises(VocabularyMismatch, match="films"):
+        run_spark_scoring(spark, wh, DS, ScoreConfig(device="cpu"))
+    manifest.write_text(good)
+    shutil.rmtree(wh.models(DS))
+    with pytest.raises(InputError, match="no model at .*run the train job"):
+        run_spark_scoring(spark, wh, DS, ScoreConfig(device="cpu"))
+    assert not Path(wh.recommendations_staging(DS)).exists()

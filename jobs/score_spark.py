@@ -1,0 +1,49 @@
+"""Score every snapshot user on Spark executors: the same staging partition as ``jobs/score.py``.
+
+    spark-submit jobs/score_spark.py --warehouse DIR --ds YYYY-MM-DD [--top-n 100] [--device auto|cpu|cuda]
+                                     [--batch-size 2048] [--min-user-films 1] [--torch-threads 0]
+
+For users beyond one machine: the model is broadcast to the executors and each scores its
+partitions of ``features/ds=…/users`` with torch (CUDA on executors that have it). The
+executors need torch and this package (``PYSPARK_PYTHON`` of a venv that has both).
+Writes ``_staging/recommendations/ds=…/`` for ``jobs/check.py`` and ``jobs/publish.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from recsys_core.entrypoint import run_main
+from recsys_core.paths import Warehouse
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--warehouse", required=True, help="warehouse root (directory or URI)")
+    parser.add_argument("--ds", required=True, help="logical date YYYY-MM-DD")
+    parser.add_argument("--top-n", type=int, default=100, help="films per user (default 100)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                        help="on each executor: auto = CUDA when available, else CPU")
+    parser.add_argument("--batch-size", type=int, default=2048, help="users per scoring batch (default 2048)")
+    parser.add_argument("--min-user-films", type=int, default=1,
+                        help="users with fewer vocabulary ratings get the most popular unseen films (default 1)")
+    parser.add_argument("--torch-threads", type=int, default=0,
+                        help="torch threads per scoring task (default 0: the task's cores, spark.task.cpus)")
+    args = parser.parse_args(argv)
+
+    from recsys_core.scoring.score import ScoreConfig
+    from recsys_core.scoring.spark_scoring import run_spark_scoring
+    from recsys_core.spark.session import get_spark
+
+    config = ScoreConfig(top_n=args.top_n, device=args.device, batch_size=args.batch_size,
+                         min_user_films=args.min_user_films)  # fmt: skip
+    spark = get_spark(f"score ds={args.ds}")
+    print(json.dumps(run_spark_scoring(spark, Warehouse(args.warehouse), args.ds, config, args.torch_threads),
+                     indent=2))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
