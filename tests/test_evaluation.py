@@ -14,7 +14,7 @@ import torch
 
 from recsys_core.cli import build_parser
 from recsys_core.data.csr import RatingsCSR
-from recsys_core.evaluation import baselines
+from recsys_core.evaluation import baselines, baselines_linear
 from recsys_core.evaluation.report import write_report
 from recsys_core.evaluation.run import METHOD_LABELS
 from recsys_core.evaluation.split import split_drop, temporal_holdout
@@ -183,7 +183,7 @@ def _ease_closed_form(x: np.ndarray, lam: float) -> np.ndarray:
 def test_ease_matches_the_closed_form(shape):
     data = _interactions(*shape)
     x = data.dense(np.arange(data.n_users), torch.float64).numpy()
-    ease = baselines.EASE(lambdas=(5.0,), feedback=("all",))
+    ease = baselines_linear.EASE(lambdas=(5.0,), feedback=("all",))
     rows = np.array([0, 3, 7])
     scores = ease.fit(data, {"lambda": 5.0, "feedback": "all"})(rows)
     np.testing.assert_allclose(scores, _ease_closed_form(x, 5.0)[rows], rtol=1e-4, atol=1e-4)
@@ -199,7 +199,7 @@ def test_baselines_exclude_seen_and_tune_on_the_inner_split():
     users = np.arange(30)
     seen = data.select_rows(users)
     inner = baselines.InnerSplit(_interactions(30, 25, seed=2), np.arange(10), RatingsCSR.from_lists([[3]] * 10))
-    for method in (baselines.Popularity(), baselines.EASE(lambdas=(1.0, 10.0)), baselines.ItemKNN(ks=(3, 10))):
+    for method in (baselines.Popularity(), baselines_linear.EASE(lambdas=(1.0, 10.0)), baselines.ItemKNN(ks=(3, 10))):
         result = baselines.run_baseline(method, data, users, 12, inner)
         assert result.top.shape == (30, 12)
         assert metrics.seen_leakage(result.top, seen) == 0, method.name

@@ -1,21 +1,25 @@
-"""Baselines measured in the same run, on the same split: popularity, EASE, item-kNN, ALS.
+"""Baselines measured in the same run, on the same split: the method framework
+(``Baseline``, ``run_baseline``, ``recommend``), popularity (all-time and recent), item-kNN
+and Spark ALS. The EASE family (EASE, EDLAE, DLAE, recency-weighted) lives in
+``recsys_core.evaluation.baselines_linear`` on the same framework.
 
 Every baseline works in one index space: users are rows of a ``RatingsCSR`` and items
 are the catalog's indices (films with a training rating, by ascending movieId, the same
 order as the features vocabulary). Hyper-parameters are chosen by NDCG@10 on an inner
 temporal split of the training part (``InnerSplit``), then the baseline is fitted again on
-the whole training part. Lists come from ``recsys_core.scoring.rank.top_n_unseen``, the
+the whole training part. Lists come from ``recsys_core.ranking.top_n.top_n_lists``, the
 scoring job's own top-N code: seen films excluded, ties broken by movieId.
 
 Costs are sized for evaluation-scale data (ml-latest-small: seconds per method, about a
-minute for each ALS grid): EASE is solved in its dual form when there are fewer users than
-items. EASE and item-kNN hold dense items x items matrices (float32/float64), so they suit
-catalogs up to a few 10K films: the full release's 58K films would need tens of GB.
+minute for each ALS grid). The EASE family and item-kNN hold dense items x items (or
+users x items) matrices, so they suit catalogs up to a few 10K films: the full release's
+58K films would need tens of GB.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +30,7 @@ import pandas as pd
 import torch
 
 from recsys_core.data.csr import LIKED_RATING, RatingsCSR
-from recsys_core.models.ease import gram, precision_matrix
+from recsys_core.models.ease import gram
 from recsys_core.ranking.metrics import ranking_metrics
 from recsys_core.ranking.top_n import top_n_lists
 
@@ -92,12 +96,21 @@ def recommend(scorer: Scorer, seen: RatingsCSR, users: np.ndarray, n: int, batch
 
 
 class Baseline:
-    """A method: a grid of parameters and a ``fit`` returning a scorer."""
+    """A method: a grid of parameters and a ``fit`` returning a scorer.
+
+    ``run_baseline`` scores every point of ``grid()`` on the inner split, then the points
+    ``refine`` proposes from those scores (a second, narrower stage of a coordinate search;
+    none by default), and keeps the best of all.
+    """
 
     name = "baseline"
 
     def grid(self) -> list[dict]:
         return [{}]
+
+    def refine(self, scored: list[tuple[dict, float]]) -> list[dict]:
+        """Further points to tune, given every (params, inner NDCG@10) scored so far."""
+        return []
 
     def fit(self, data: RatingsCSR, params: dict) -> Scorer:
         raise NotImplementedError
@@ -126,63 +139,43 @@ class Popularity(Baseline):
         return lambda rows: np.repeat(counts[None, :], len(rows), axis=0)
 
 
-class EASE(Baseline):
-    """EASE (Steck 2019): B = I - P diag(1/diag P), P = (X^T X + lambda I)^-1, on binary X.
+DAY_SECONDS = 86_400
+RECENT_WINDOWS = (7.0, 30.0, 90.0, 365.0, math.inf)  # days before the cut; inf: all time
 
-    With fewer users than items, P comes from the Woodbury identity
-    P = (I - X^T (X X^T + lambda I)^-1 X) / lambda, and the users x users kernel is
-    eigendecomposed once per training matrix so every lambda of the grid is cheap. The
-    scores ``X_u B = X_u - (X_u P) / diag(P)`` never need B itself.
+
+class PopularityRecent(Baseline):
+    """Films by number of likes (ratings >= ``LIKED_RATING``) in the last ``window_days``
+    days before the cut, ties by movieId, rated ones excluded.
+
+    The cut is the training data's last timestamp (seconds since the epoch): a like counts
+    when ``timestamp >= cut - window_days * 86400``. The window is tuned on the inner split
+    (whose cut is the inner training part's last rating); ``inf`` in the grid is all-time
+    popularity of liked feedback (``Popularity`` with ``feedback = positive``).
     """
 
-    name = "ease"
+    name = "popularity_recent"
 
-    def __init__(self, lambdas: tuple[float, ...] = (50.0, 100.0, 200.0, 400.0, 800.0, 1600.0),
-                 feedback: tuple[str, ...] = FEEDBACK):  # fmt: skip
-        self.lambdas, self.feedbacks = lambdas, feedback
-        self._cache: tuple[int, object] | None = None
+    def __init__(self, windows: tuple[float, ...] = RECENT_WINDOWS):
+        self.windows = windows
 
-    def grid(self) -> list[dict]:  # feedback outermost: one decomposition per feedback
-        return [{"feedback": f, "lambda": float(lam)} for f in self.feedbacks for lam in self.lambdas]
-
-    def _prepared(self, data: RatingsCSR):
-        if self._cache is None or self._cache[0] != id(data):
-            if data.n_users < data.n_films:
-                x = data.dense(np.arange(data.n_users), torch.float64)
-                s, v = torch.linalg.eigh(x @ x.T)
-                prepared = ("dual", x, s.clamp(min=0), v)
-            else:
-                prepared = ("primal", gram(data))
-            self._cache = (id(data), prepared)
-        return self._cache[1]
+    def grid(self) -> list[dict]:
+        return [{"window_days": float(w)} for w in self.windows]
 
     def fit(self, data: RatingsCSR, params: dict) -> Scorer:
-        lam = params["lambda"]
-        data = feedback(data, params.get("feedback", "all"))
-        prep = self._prepared(data)
-        if prep[0] == "dual":
-            _, x, s, v = prep
-            vx = v.T @ x  # (users, items)
-            k_inv_x = v @ (vx / (s + lam)[:, None])  # (X X^T + lambda I)^-1 X
-            diag_p = (1.0 - (x * k_inv_x).sum(dim=0)) / lam
-
-            def scores(rows: np.ndarray) -> np.ndarray:
-                xu = x[torch.from_numpy(rows)]
-                xp = (xu - (xu @ x.T) @ k_inv_x) / lam
-                return (xu - xp / diag_p).float().numpy()
-
-            return scores
-        p = precision_matrix(prep[1], lam, torch.float64)  # a float64 copy: the cached Gram stays
-        diag_p = torch.diagonal(p).clone()
-
-        def primal_scores(rows: np.ndarray) -> np.ndarray:
-            xu = data.dense(rows, torch.float64)
-            return (xu - (xu @ p) / diag_p).float().numpy()
-
-        return primal_scores
-
-    def close(self) -> None:
-        self._cache = None
+        """Raises ValueError for a window <= 0, or a finite one on ratings without timestamps."""
+        window = params["window_days"]
+        if not window > 0:
+            raise ValueError(f"window_days must be > 0 (inf: all time), got {window}")
+        liked = data.liked(LIKED_RATING)
+        if math.isinf(window):
+            keep = np.ones(len(liked.indices), dtype=bool)
+        else:
+            if len(data.timestamps) and not data.timestamps.any():
+                raise ValueError("a recent window needs the ratings' timestamps (every one is 0)")
+            cut = int(data.timestamps.max(initial=0))
+            keep = liked.timestamps >= cut - window * DAY_SECONDS
+        counts = np.bincount(liked.indices[keep], minlength=data.n_films).astype(np.float32)
+        return lambda rows: np.repeat(counts[None, :], len(rows), axis=0)
 
 
 class ItemKNN(Baseline):
@@ -311,20 +304,31 @@ class BaselineResult:
 def run_baseline(
     method: Baseline, train: RatingsCSR, users: np.ndarray, n: int, inner: InnerSplit | None = None
 ) -> BaselineResult:
-    """Tune on ``inner`` (when the grid has more than one point), fit on ``train``, recommend."""
+    """Tune on ``inner`` (when the grid has more than one point), fit on ``train``, recommend.
+
+    Tuning scores ``method.grid()``, then ``method.refine(...)``'s points, by NDCG@10 of
+    top-10 lists of ``inner.users``; the first best point wins ties.
+    """
     t0 = time.monotonic()
     grid = method.grid()
     results: list[dict] = []
     best = grid[0]
     if inner is not None and len(grid) > 1 and len(inner.users):
-        best_value = -np.inf
-        for params in grid:
-            top = recommend(method.fit(inner.train, params), inner.train, inner.users, 10)
-            value = ranking_metrics(top, inner.relevant, {TUNE_METRIC: 10})[TUNE_METRIC]
-            results.append({**params, f"inner_{TUNE_METRIC}": round(value, 5)})
-            log.info("%s %s: inner %s %.4f", method.name, params, TUNE_METRIC, value)
-            if value > best_value:
-                best, best_value = params, value
+        scored: list[tuple[dict, float]] = []
+
+        def tune(points: list[dict]) -> None:
+            for params in points:
+                if any(params == done for done, _ in scored):
+                    continue
+                top = recommend(method.fit(inner.train, params), inner.train, inner.users, 10)
+                value = ranking_metrics(top, inner.relevant, {TUNE_METRIC: 10})[TUNE_METRIC]
+                scored.append((params, value))
+                results.append({**params, f"inner_{TUNE_METRIC}": round(value, 5)})
+                log.info("%s %s: inner %s %.4f", method.name, params, TUNE_METRIC, value)
+
+        tune(grid)
+        tune(method.refine(list(scored)))
+        best = max(scored, key=lambda point: point[1])[0]  # max keeps the first of equals
     t1 = time.monotonic()
     scorer = method.fit(train, best)
     t2 = time.monotonic()

@@ -164,14 +164,20 @@ def _labels(results: dict) -> list[str]:
     return [info["label"] for info in results["methods"].values()]
 
 
+def _colors(n: int) -> list:
+    """``n`` distinct colours: the default cycle up to 10 methods, tab20 above (no repeats)."""
+    return [f"C{i}" for i in range(n)] if n <= 10 else [plt.get_cmap("tab20")(i % 20) for i in range(n)]
+
+
 def _grouped_bars(ax, series: list[tuple[str, list[float]]], tick_labels: list[str]) -> None:
     """One bar per (label, values) series side by side at each tick, with a legend."""
     width = 0.8 / max(len(series), 1)
+    colors = _colors(len(series))
     for i, (label, values) in enumerate(series):
         xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(tick_labels))]
-        ax.bar(xs, values, width, label=label)
+        ax.bar(xs, values, width, label=label, color=colors[i])
     ax.set_xticks(range(len(tick_labels)), tick_labels)
-    ax.legend(fontsize=8, ncol=2)
+    ax.legend(fontsize=8, ncol=2 if len(series) <= 6 else 3)
     ax.grid(axis="y", alpha=0.3)
 
 
@@ -184,7 +190,7 @@ def _save(fig, path: Path) -> None:
 def plot_metrics(results: dict, path: Path) -> None:
     methods = list(results["methods"].values())
     metrics = [m for m in BAR_METRICS if all(m in info["metrics"] for info in methods)]
-    fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(metrics)), 4.5))
+    fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(metrics), 0.2 * len(metrics) * len(methods)), 4.5))
     series = [(info["label"], [info["metrics"][m] for m in metrics]) for info in methods]
     _grouped_bars(ax, series, [TABLE_METRICS[m][0] for m in metrics])
     ax.set_ylabel("mean over evaluated users")
@@ -239,17 +245,18 @@ def plot_activity(results: dict, path: Path) -> None:
 def plot_popularity(results: dict, path: Path) -> None:
     methods = list(results["methods"].values())
     labels = _labels(results)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, max(4.5, 1.5 + 0.35 * len(methods))))
     pct = [100 * (info["metrics"].get("popularity_pct@10") or 0.0) for info in methods]
     ax1.barh(labels, pct, color="C3")
+    colors = _colors(len(methods))
     ax1.set_xlabel("mean popularity percentile of the top-10 films (100 = most rated)")
     ax1.set_title("Popularity bias")
     ax1.set_xlim(max(0.0, min(pct, default=0.0) - 10.0), 100)  # the interesting range is near the top
     ax1.invert_yaxis()
     for i, info in enumerate(methods):
-        ax2.scatter(100 * (info["metrics"].get("catalog_coverage@10") or 0.0), info["metrics"]["ndcg@10"], s=40)
-        ax2.annotate(labels[i], (100 * (info["metrics"].get("catalog_coverage@10") or 0.0),
-                                 info["metrics"]["ndcg@10"]), fontsize=8, xytext=(4, 4), textcoords="offset points")  # fmt: skip
+        point = (100 * (info["metrics"].get("catalog_coverage@10") or 0.0), info["metrics"]["ndcg@10"])
+        ax2.scatter(*point, s=40, color=colors[i])
+        ax2.annotate(labels[i], point, fontsize=8, xytext=(4, 4), textcoords="offset points")
     ax2.set_xlabel("catalog coverage of the top-10 lists (%)")
     ax2.set_ylabel("NDCG@10")
     ax2.set_title("Accuracy vs. catalog coverage")
@@ -289,7 +296,11 @@ def _sections(results: dict, have_training: bool) -> list[tuple[str, str, object
               "then fitted on the whole training part; *tune* includes every grid fit. The model: *fit* "
               "= `run_training` (film AE, user AE with early stopping, item-item term), *recommend* = `run_scoring` "
               f"(every user). Split {results['timings'].get('split', 0):.1f} s, Spark prep "
-              f"{results['timings'].get('prep', 0):.1f} s."), None),
+              f"{results['timings'].get('prep', 0):.1f} s. EDLAE / DLAE: EASE's closed form with the dropout "
+              "penalty λ + p/(1−p)·diag(XᵀX), with / without the zero diagonal (Steck 2020); *recency-weighted*: "
+              "each user's input row weighted 0.5^(age / half_life), age counted back from the user's latest "
+              "rating (half_life = inf: none); *recent popularity*: likes in the last window_days before the "
+              "training part's last rating."), None),
     ]  # fmt: skip
     if have_training:
         blocks += [

@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -28,19 +29,25 @@ import pyarrow.parquet as pq
 
 from recsys_core.data.csr import RatingsCSR, indptr_from_counts
 from recsys_core.errors import ConfigError, InputError
-from recsys_core.evaluation import baselines
+from recsys_core.evaluation import baselines, baselines_linear
 from recsys_core.evaluation.split import Split, split_drop, temporal_holdout
 from recsys_core.ranking.metrics import evaluate_top_lists
 
 log = logging.getLogger(__name__)
 
 MODEL = "model"
-BASELINES = ("popularity", "ease", "item_knn", "als_explicit", "als_implicit")
+BASELINES = ("popularity", "popularity_recent", "ease", "edlae", "dlae", "ease_recency", "edlae_recency",
+             "item_knn", "als_explicit", "als_implicit")  # fmt: skip
 DEFAULT_METHODS: tuple[str, ...] = (MODEL, *BASELINES)
 METHOD_LABELS = {
     MODEL: "user AE + item-item (this project)",
     "popularity": "popularity",
+    "popularity_recent": "recent popularity",
     "ease": "EASE",
+    "edlae": "EDLAE",
+    "dlae": "DLAE (full rank)",
+    "ease_recency": "EASE, recency-weighted",
+    "edlae_recency": "EDLAE, recency-weighted",
     "item_knn": "item-kNN (cosine)",
     "als_explicit": "ALS explicit (Spark)",
     "als_implicit": "ALS implicit (Spark)",
@@ -118,12 +125,20 @@ def inner_split(train: pd.DataFrame, index: EvalIndex, split: Split, seed: int, 
     return baselines.InnerSplit(data, users, relevant)
 
 
+LINEAR = {"ease": baselines_linear.EASE, "edlae": baselines_linear.edlae, "dlae": baselines_linear.dlae,
+          "ease_recency": baselines_linear.ease_recency, "edlae_recency": baselines_linear.edlae_recency}  # fmt: skip
+
+
 def make_baseline(name: str, spark, work_dir: Path, seed: int, options: dict) -> baselines.Baseline:
+    """The baseline ``name`` built with ``options[name]`` (constructor keyword arguments:
+    grids, caps). Raises ConfigError for an unknown name."""
     opts = options.get(name, {})
     if name == "popularity":
-        return baselines.Popularity()
-    if name == "ease":
-        return baselines.EASE(**opts)
+        return baselines.Popularity(**opts)
+    if name == "popularity_recent":
+        return baselines.PopularityRecent(**opts)
+    if name in LINEAR:
+        return LINEAR[name](**opts)
     if name == "item_knn":
         return baselines.ItemKNN(**opts)
     if name in ("als_explicit", "als_implicit"):
@@ -288,7 +303,8 @@ def run_evaluation(
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "work_dir": str(work),
     }
-    (out_dir / "metrics.json").write_text(json.dumps(results, indent=2, default=_json_default))
+    text = json.dumps(_strict_json(results), indent=2, default=_json_default, allow_nan=False)
+    (out_dir / "metrics.json").write_text(text)
     if write_report:
         from recsys_core.evaluation.report import write_report as render
 
@@ -301,6 +317,18 @@ def _expand_sets(sets: RatingsCSR, present: np.ndarray) -> RatingsCSR:
     counts = np.zeros(len(present), dtype=np.int64)
     counts[present] = sets.counts
     return RatingsCSR(indptr_from_counts(counts), sets.indices, sets.ratings, sets.timestamps, sets.n_films)
+
+
+def _strict_json(value):
+    """``value`` with non-finite floats made valid JSON: +-inf (a "no decay" half-life, an
+    all-time window) as the strings "inf" / "-inf", NaN as null."""
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | np.ndarray):
+        return [_strict_json(v) for v in value]
+    if isinstance(value, float | np.floating) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value
 
 
 def _json_default(value):
