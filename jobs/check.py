@@ -8,25 +8,25 @@ publish); exit 2 with a report naming each broken contract otherwise.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
-from recsys_core.entrypoint import run_main
+from recsys_core.entrypoint import JobArgumentParser, locked, number, run_main
 from recsys_core.paths import Warehouse
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = JobArgumentParser(description=__doc__)
     parser.add_argument("--warehouse", required=True, help="warehouse root (directory or URI)")
     parser.add_argument("--ds", required=True, help="logical date YYYY-MM-DD")
-    parser.add_argument("--min-model-ratio", type=float, default=1.1,
+    parser.add_argument("--min-model-ratio", type=number, default=1.1,
                         help="the model's validation NDCG@10 must be >= this x popularity's (default 1.1)")
     args = parser.parse_args(argv)
 
     from recsys_core.scoring.check import run_check
 
-    report = run_check(Warehouse(args.warehouse), args.ds, args.min_model_ratio)
+    with locked(args.warehouse, "check", args.ds):
+        report = run_check(Warehouse(args.warehouse), args.ds, args.min_model_ratio)
     print(json.dumps(report.figures, indent=2))
     return 0
 

@@ -11,23 +11,22 @@ The SQL URL is ``--sql-url``, else ``$RECSYS_SQL_URL``, else the SQLite file
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 
-from recsys_core.entrypoint import run_main
+from recsys_core.entrypoint import JobArgumentParser, locked, run_main, whole
 from recsys_core.paths import Warehouse
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = JobArgumentParser(description=__doc__)
     parser.add_argument("--warehouse", required=True, help="warehouse root (directory or URI)")
     parser.add_argument("--ds", required=True, help="logical date YYYY-MM-DD of the scored partition")
     parser.add_argument("--sql-url", default=None,
                         help="sqlite:///PATH.db or postgresql://USER:PASSWORD@HOST:PORT/DB "
                              "(default: $RECSYS_SQL_URL, else sqlite in the warehouse)")
-    parser.add_argument("--keep", type=int, default=30, help="ds partitions to keep, newest first (default 30)")
+    parser.add_argument("--keep", type=whole, default=30, help="ds partitions to keep, newest first (default 30)")
     parser.add_argument("--table", default="recommendations", help="SQL table name (default recommendations)")
     parser.add_argument("--schema", default=None, help="PostgreSQL schema (default: the search_path)")
     args = parser.parse_args(argv)
@@ -35,8 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     from recsys_core.publish.publish import run_publish
 
     sql_url = args.sql_url or os.environ.get("RECSYS_SQL_URL") or None
-    summary = run_publish(Warehouse(args.warehouse), args.ds, sql_url=sql_url, keep=args.keep,
-                          table=args.table, schema=args.schema)
+    with locked(args.warehouse, "publish", args.ds):
+        summary = run_publish(Warehouse(args.warehouse), args.ds, sql_url=sql_url, keep=args.keep,
+                              table=args.table, schema=args.schema)
     print(json.dumps(summary, indent=2))
     return 0
 

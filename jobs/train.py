@@ -10,27 +10,26 @@ Writes ``models/ds=…/`` (weights + manifest.json with validation metrics) and
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
-from recsys_core.entrypoint import run_main
+from recsys_core.entrypoint import JobArgumentParser, locked, number, run_main, whole
 from recsys_core.paths import Warehouse
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = JobArgumentParser(description=__doc__)
     parser.add_argument("--warehouse", required=True, help="warehouse root (directory or URI)")
     parser.add_argument("--ds", required=True, help="logical date YYYY-MM-DD")
-    parser.add_argument("--epochs", type=int, default=50, help="most user-AE epochs (default 50)")
-    parser.add_argument("--max-minutes", type=float, default=25.0,
+    parser.add_argument("--epochs", type=whole, default=50, help="most user-AE epochs (default 50)")
+    parser.add_argument("--max-minutes", type=number, default=25.0,
                         help="wall-time cap of the item-item fit + user-AE loop in minutes (default 25)")
-    parser.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    parser.add_argument("--seed", type=whole, default=42, help="random seed (default 42)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                         help="auto = CUDA when available, else CPU")
-    parser.add_argument("--batch-size", type=int, default=None,
+    parser.add_argument("--batch-size", type=whole, default=None,
                         help="users per batch (default: about 64 steps per epoch, 32..1024)")
-    parser.add_argument("--lr", type=float, default=None, help="user-AE learning rate")
+    parser.add_argument("--lr", type=number, default=None, help="user-AE learning rate")
     parser.add_argument("--sampled-softmax", default="auto", choices=["auto", "on", "off"],
                         help="auto = sampled on CPU for vocabularies over 20,000 films")
     args = parser.parse_args(argv)
@@ -41,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
                          batch_size=args.batch_size, sampled_softmax=args.sampled_softmax)
     if args.lr is not None:
         config.lr = args.lr
-    run = run_training(Warehouse(args.warehouse), args.ds, config)
+    with locked(args.warehouse, "train", args.ds):
+        run = run_training(Warehouse(args.warehouse), args.ds, config)
     m = run.manifest
     print(json.dumps({"ds": m["ds"], "device": m["device"], "epochs_run": m["epochs_run"],
                       "best_epoch": m["best_epoch"], "wall_seconds": m["wall_seconds"],

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import torch
 
 from recsys_core.data.vocab import VocabularyMismatch
-from recsys_core.errors import InputError
+from recsys_core.errors import InputError, reading
 from recsys_core.fs_swap import filesystem as _fs
 from recsys_core.fs_swap import publish_dir as _publish
 from recsys_core.models.film_ae import FilmAE, FilmAEConfig
@@ -109,20 +109,40 @@ def load_models(
     directory: str, features_manifest: dict | None = None, device: torch.device | str = "cpu"
 ) -> LoadedModels:
     """Load ``models/ds=…``; with ``features_manifest``, check vocabularies first."""
-    try:
-        manifest = json.loads(_read_bytes(f"{directory}/{MANIFEST}").decode("utf-8"))
-    except FileNotFoundError as exc:
-        raise InputError(f"no model at {directory}: run the train job for that date first") from exc
+    manifest = read_manifest(directory)
     if features_manifest is not None:
         check_vocabulary(manifest, features_manifest, directory)
-    dims, config = manifest["dims"], manifest["config"]
-    film = FilmAE(dims["n_genome"], dims["n_genres"], dims["n_numeric"], FilmAEConfig(**config["film"]))
-    user = UserAE(dims["n_films"], torch.zeros(dims["n_films"], dims["film_content_dim"]), UserAEConfig(**config["user"]))
+    fix = "re-run the train job for that date"
+    with reading(f"{directory}/{MANIFEST}", "model manifest (no dims or config)", fix):
+        dims, config = manifest["dims"], manifest["config"]
+        film = FilmAE(dims["n_genome"], dims["n_genres"], dims["n_numeric"], FilmAEConfig(**config["film"]))
+        user = UserAE(dims["n_films"], torch.zeros(dims["n_films"], dims["film_content_dim"]),
+                      UserAEConfig(**config["user"]))  # fmt: skip
     for model, name in ((film, FILM_WEIGHTS), (user, USER_WEIGHTS)):
-        state = torch.load(io.BytesIO(_read_bytes(f"{directory}/{name}")), map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
+        path = f"{directory}/{name}"
+        try:
+            data = _read_bytes(path)
+        except FileNotFoundError as exc:
+            raise InputError(f"{path} is missing: the model of that date is incomplete; {fix}") from exc
+        with reading(path, "model checkpoint (truncated or not a state dict of this model)", fix):
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+            model.load_state_dict(state)
         model.to(device).eval()
     return LoadedModels(film, user, manifest)
+
+
+def read_manifest(directory: str) -> dict:
+    """``models/ds=…/manifest.json``; InputError when absent, CorruptFile when unreadable."""
+    path = f"{directory}/{MANIFEST}"
+    try:
+        data = _read_bytes(path)
+    except FileNotFoundError as exc:
+        raise InputError(f"no model at {directory}: run the train job for that date first") from exc
+    with reading(path, "model manifest", "re-run the train job for that date"):
+        manifest = json.loads(data.decode("utf-8"))
+        if not isinstance(manifest, dict):
+            raise TypeError(f"expected a JSON object, got {type(manifest).__name__}")
+    return manifest
 
 
 # ---------------------------------------------------------------- embeddings
