@@ -7,6 +7,7 @@ skipped when its binaries are missing, a failure under CI. Faults are injected t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -61,25 +62,48 @@ def make_recs(n_users: int = 40, n: int = 8, version: str = "v1", seed: int = 0)
     })  # fmt: skip
 
 
+def fake_weights(label: str) -> bytes:
+    return f"user-AE weights of model {label}".encode()
+
+
+def real_version(ds: str, label: str) -> str:
+    """The ``model_version`` of the fake model ``stage`` writes for rows labelled ``label``."""
+    return f"{ds}-{hashlib.sha256(fake_weights(label)).hexdigest()[:12]}"
+
+
+def with_real_versions(ds: str, table: pa.Table) -> pa.Table:
+    if "model_version" not in table.column_names:
+        return table
+    real = [real_version(ds, v) for v in table.column("model_version").to_pylist()]
+    return table.set_column(table.column_names.index("model_version"), "model_version", pa.array(real, pa.string()))
+
+
 def stage(wh: Path, ds: str, table: pa.Table, files: int = 3, checked: bool = True) -> Path:
     """Write ``table`` as the scoring job would (several parquet files plus files to skip),
-    with the quality gate's pass mark unless ``checked`` is false."""
+    with the quality gate's pass mark unless ``checked`` is false. The model the rows name
+    (``model_version`` labels become real versions) is written to ``models/ds=…``."""
     path = Path(Warehouse(str(wh)).recommendations_staging(ds))
     if path.exists():
         shutil.rmtree(path)
     path.mkdir(parents=True)
+    label = table.column("model_version")[0].as_py() if "model_version" in table.column_names else "v1"
+    models = wh / "models" / f"ds={ds}"
+    models.mkdir(parents=True, exist_ok=True)
+    (models / "film_ae.pt").write_bytes(b"film weights")
+    (models / "user_ae.pt").write_bytes(fake_weights(label))
+    table = with_real_versions(ds, table)
     bounds = np.linspace(0, table.num_rows, files + 1).astype(int)
     for i in range(files):
         pq.write_table(table.slice(bounds[i], bounds[i + 1] - bounds[i]), path / f"part-{i:05d}.parquet")
     (path / "_tmp").write_text("not parquet")
     (path / ".part-00000.parquet.crc").write_bytes(b"\x00crc")
     if checked:
-        (path / CHECK_FILE).write_text('{"passed": true}')
+        (path / CHECK_FILE).write_text(json.dumps({"passed": True, "model_version": real_version(ds, label)}))
     return path
 
 
 def expected(ds: str, table: pa.Table) -> list[tuple]:
-    rows = [(ds, *row.values()) for row in table.to_pylist()]
+    rows = [(ds, *row.values()) for row in with_real_versions(ds, table).to_pylist()]
     return sorted(rows, key=lambda r: (r[0], r[1], r[2]))
 
 
@@ -341,12 +365,12 @@ def test_a_reader_sees_the_old_rows_or_the_new_never_a_mix(wh, backend):
         points = []
         while not points or points[-1] != "before_sql_commit":
             points.append(next_pause())  # mid-load, then with the replace done but not committed
-            assert backend.counts(reader) == {DS1: (old.num_rows, ("v1",))}
+            assert backend.counts(reader) == {DS1: (old.num_rows, (real_version(DS1, "v1"),))}
             resume.put(None)
         assert points == ["during_sql_load"] * 3 + ["before_sql_commit"]
         worker.join(60)
         assert not errors, errors
-        assert backend.counts(reader) == {DS1: (new.num_rows, ("v2",))}
+        assert backend.counts(reader) == {DS1: (new.num_rows, (real_version(DS1, "v2"),))}
     finally:
         for _ in range(10):
             resume.put(None)
@@ -523,7 +547,7 @@ def test_postgres_plain_table_of_an_earlier_version_is_refused_until_moved(wh, p
 def test_postgres_readers_polling_through_swaps_see_whole_ds_only(wh, postgres_server):
     url = postgres_server.new_database()
     versions = [make_recs(n_users=40 - 5 * i, version=f"v{i}", seed=i) for i in range(4)]
-    allowed = {(t.num_rows, (f"v{i}",)) for i, t in enumerate(versions)}
+    allowed = {(t.num_rows, (real_version(DS1, f"v{i}"),)) for i, t in enumerate(versions)}
     stage(wh, DS1, versions[0])
     run_publish(wh, DS1, sql_url=url)
     backend, done, seen, errors = Backend("postgres", url), threading.Event(), [], []

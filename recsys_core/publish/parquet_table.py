@@ -1,24 +1,40 @@
-"""The Parquet side of publish: ``recommendations/ds=…/`` swapped in whole, and retention.
+"""The Parquet side of publish: ``recommendations/ds=…/`` replaced whole, and retention.
 
-The scoring job's staging partition is read, conformed to the contract, checked and
-written as one zstd file into a hidden sibling of the final partition, which is then
-renamed over it (``fs_swap.publish_dir``). Readers list ``ds=…`` directories and skip
-names starting with ``.`` or ``_``, so they see the old partition or the new one.
+A partition is one file, ``ds=…/part-00000.parquet``. The scoring job's staging partition
+is read, conformed to the contract, checked and written as that one zstd file into a
+hidden sibling directory of the partition (``.staging-ds=…-<id>``, which readers skip as
+they skip every name starting with ``.`` or ``_``), then swapped in by a single rename:
+
+- the partition exists: the new file is renamed over ``part-00000.parquet``. ``rename(2)``
+  replaces the file atomically (an object store replaces the object whole), so the
+  partition directory never goes away and its one file is the old one or the new one,
+  whatever instant the process dies at; a reader that opened the old file keeps reading it.
+- it does not exist yet: the hidden directory is renamed to ``ds=…`` (on an object store,
+  where directories are only prefixes, the file is moved to ``ds=…/part-00000.parquet``):
+  the partition appears whole.
+
+An interrupted publish leaves at most a hidden ``.staging-ds=…-*`` directory, which the
+next publish removes (``fs_swap.recover``) before it writes. Supported: local and network
+filesystems with POSIX rename (ext4, xfs, NFS) and object stores (S3, GCS); not HDFS,
+whose rename does not replace an existing file.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from recsys_core.dates import parse_ds
-from recsys_core.errors import ConfigError, InputError
-from recsys_core.fs_swap import delete_dir, filesystem, is_dir, list_dir, publish_dir
+from recsys_core.errors import ConfigError, InputError, reading
+from recsys_core.fs_swap import delete_dir, filesystem, is_dir, list_dir, recover
+from recsys_core.model_version import mismatch
 from recsys_core.paths import staging_path
 from recsys_core.publish.contract import SCHEMA, check_ranks, conform, expired
 from recsys_core.publish.hooks import Hook, fire
@@ -40,34 +56,65 @@ def read_batches(path: str, batch_rows: int = 100_000) -> Iterator[pa.RecordBatc
     yield from dataset.to_batches(columns=list(SCHEMA.names), batch_size=batch_rows)
 
 
-def publish_partition(source: str, final: str, ds: str, hook: Hook | None = None) -> int:
+def publish_partition(source: str, final: str, ds: str, hook: Hook | None = None,
+                      model_version: str | None = None) -> int:  # fmt: skip
     """Copy the staged partition ``source`` to ``final`` atomically; return its row count.
 
-    On any failure (bad input, a hook raising, an I/O error) ``final`` is left as it was.
+    With ``model_version``, every row must carry that version. On any failure (bad input,
+    a hook raising, an I/O error, the process killed) ``final`` is left as it was.
     """
     if not is_dir(source):
         raise InputError(f"no staging partition at {source}: run the score job for ds={ds} first")
     where = f"staging partition {source}"
-    dataset = open_dataset(source)
-    rows = 0
-
-    def write(staging: str) -> None:
-        nonlocal rows
-        fs, inner = filesystem(f"{staging}/{PART_FILE}")
-        with pq.ParquetWriter(inner, SCHEMA, filesystem=fs, compression="zstd") as writer:
+    damaged = ("staged recommendations (a parquet file is damaged)", f"re-run score, then check, for ds={ds}")
+    with reading(source, *damaged):
+        dataset = open_dataset(source)
+    recover(final)  # what an interrupted publish of this partition left
+    fs, final_inner = filesystem(final)
+    staging = staging_path(final)
+    staging_inner = filesystem(staging)[1]
+    fs.create_dir(staging_inner, recursive=True)
+    rows, versions = 0, set()
+    try:
+        part = f"{staging_inner}/{PART_FILE}"
+        with pq.ParquetWriter(part, SCHEMA, filesystem=fs, compression="zstd") as writer, reading(source, *damaged):
             for batch in dataset.to_batches():
                 batch = conform(batch, ds, where)
                 writer.write_batch(batch)
+                versions.update(pc.unique(batch.column("model_version")).to_pylist())
                 rows += batch.num_rows
         fire(hook, "after_staging", path=staging, rows=rows)
         if rows == 0:
             raise InputError(f"{where} has no rows (no parquet files, or empty ones)")
+        if model_version is not None and versions != {model_version}:
+            raise InputError(mismatch(ds, ", ".join(sorted(map(str, versions))), model_version, "the staged rows"))
         check_ranks(open_dataset(staging).to_table(columns=["user_id", "rank"]), where)
         fire(hook, "before_swap", path=staging, rows=rows)
-
-    publish_dir(final, write)
+        _swap_file_in(fs, staging_inner, final_inner)
+    finally:
+        if fs.get_file_info(staging_inner).type != pafs.FileType.NotFound:
+            fs.delete_dir(staging_inner)
     log.info("published %s rows to %s", f"{rows:,}", final)
     return rows
+
+
+def _swap_file_in(fs: pafs.FileSystem, staging_inner: str, final_inner: str) -> None:
+    """Make ``staging/part-00000.parquet`` the partition's one file with a single rename."""
+    info = fs.get_file_info(final_inner)
+    if info.type == pafs.FileType.NotFound and isinstance(fs, pafs.LocalFileSystem):
+        fs.move(staging_inner, final_inner)  # a new partition appears whole
+        return
+    if info.type == pafs.FileType.File:
+        raise InputError(f"{final_inner} is a file, not a partition directory")
+    fs.create_dir(final_inner, recursive=True)
+    fs.move(f"{staging_inner}/{PART_FILE}", f"{final_inner}/{PART_FILE}")  # replaces the old file atomically
+    others = [i for i in fs.get_file_info(pafs.FileSelector(final_inner)) if i.base_name != PART_FILE]
+    for other in others:  # only a partition written by something else has more files
+        log.warning("removing %s from the published partition (it holds only %s)", other.path, PART_FILE)
+        if other.type == pafs.FileType.Directory:
+            fs.delete_dir(other.path)
+        else:
+            fs.delete_file(other.path)
 
 
 def published_ds(table_dir: str) -> list[str]:
@@ -93,6 +140,15 @@ def drop_partitions(table_dir: str, dss: list[str]) -> None:
         hidden = staging_path(final) + "-expired"
         fs.move(filesystem(final)[1], filesystem(hidden)[1])
         delete_dir(hidden)
+
+
+_LEFTOVER = re.compile(r"^\.staging-(ds=\d{4}-\d{2}-\d{2})-[0-9a-f]{8}(-old|-expired)?$")
+
+
+def clean_leftovers(table_dir: str) -> list[str]:
+    """``fs_swap.recover`` every partition of ``table_dir`` that an interrupted run left hidden copies of."""
+    names = sorted({m.group(1) for i in list_dir(table_dir) if (m := _LEFTOVER.match(i.base_name))})
+    return [path for name in names for path in recover(f"{table_dir}/{name}")]
 
 
 def apply_retention(table_dir: str, keep: int) -> list[str]:

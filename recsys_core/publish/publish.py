@@ -3,11 +3,15 @@
 Order and what a failure leaves behind:
 
 1. Checks that need no change: ``keep``, ``ds``, the SQL URL and names, the staging
-   partition exists, ``ds`` is not older than the ``keep`` newest published partitions
-   (retention would delete it at once). Then the SQL backend is opened, so a wrong URL or
-   an unreachable server fails before anything is published.
-2. Parquet: the staging partition is conformed and checked into a hidden sibling and
-   swapped in. A failure up to the swap leaves the published partition untouched.
+   partition exists and the quality gate passed it for the model that is still in
+   ``models/ds=…`` (its weights exist and hash to the ``model_version`` the gate vouched
+   for), ``ds`` is not older than the ``keep`` newest published partitions (retention
+   would delete it at once). Then the SQL backend is opened, so a wrong URL or an
+   unreachable server fails before anything is published.
+2. Parquet: leftovers of an interrupted publish are cleaned; the staging partition is
+   conformed and checked (every row of that ``model_version``) into one file in a hidden
+   sibling, which one rename swaps in (``parquet_table``). A failure or a kill up to the
+   rename leaves the published partition untouched; after it, the partition is the new one.
 3. SQL: the rows of ``ds`` are replaced from the *published* Parquet partition in one
    transaction. If this fails, every SQL row is exactly as before (rollback), while the
    Parquet partition of ``ds`` is already the new one: the Parquet table is the source
@@ -24,8 +28,9 @@ import logging
 import os
 import time
 
-from recsys_core.errors import ConfigError, InputError
+from recsys_core.errors import ConfigError, InputError, reading
 from recsys_core.fs_swap import exists, is_dir, read_json
+from recsys_core.model_version import current_model_version, mismatch
 from recsys_core.paths import Warehouse
 from recsys_core.publish import parquet_table
 from recsys_core.publish.contract import CHECK_FILE, check_keep
@@ -39,7 +44,7 @@ def _parent(path: str) -> str:
     return path.rstrip("/").rsplit("/", 1)[0]
 
 
-def _check_not_expired(published: list[str], ds: str, keep: int) -> None:
+def check_not_expired(published: list[str], ds: str, keep: int) -> None:
     newer = [d for d in published if d > ds]
     if len(newer) >= keep:
         raise ConfigError(
@@ -52,7 +57,25 @@ def _check_not_expired(published: list[str], ds: str, keep: int) -> None:
 def gate_passed(staging: str) -> bool:
     """Whether the quality gate left a passing ``_check.json`` in ``staging``."""
     path = f"{staging}/{CHECK_FILE}"
-    return exists(path) and read_json(path).get("passed") is True
+    if not exists(path):
+        return False
+    with reading(path, "quality-gate record", "re-run the check job"):
+        return read_json(path).get("passed") is True
+
+
+def checked_model_version(wh: Warehouse, ds: str, staging: str) -> str:
+    """The model the gate passed ``staging`` for, which must still be the one in ``models/ds=…``."""
+    path = f"{staging}/{CHECK_FILE}"
+    with reading(path, "quality-gate record", f"re-run the check job for ds={ds}"):
+        record = read_json(path)
+    vouched = record.get("model_version")
+    if not vouched:
+        raise InputError(f"{path} names no model_version (written by an older gate): re-run the check job "
+                         f"for ds={ds}")  # fmt: skip
+    current = current_model_version(wh.models(ds), ds)
+    if vouched != current:
+        raise InputError(mismatch(ds, vouched, current, "the rows the gate passed"))
+    return current
 
 
 def run_publish(
@@ -84,12 +107,14 @@ def run_publish(
     if not gate_passed(source):
         raise InputError(f"the staging partition {source} has not passed the quality gate "
                          f"(no passing {CHECK_FILE}): run the check job for ds={ds} first")  # fmt: skip
-    _check_not_expired(parquet_table.published_ds(table_dir), ds, keep)
+    version = checked_model_version(wh, ds, source)
+    check_not_expired(parquet_table.published_ds(table_dir), ds, keep)
 
     started = time.monotonic()
     with open_sink(url, table, schema) as sink:
         log.info("publishing ds=%s: %s -> %s and %s", ds, source, final, sink.url)
-        rows = parquet_table.publish_partition(source, final, ds, hook)
+        parquet_table.clean_leftovers(table_dir)
+        rows = parquet_table.publish_partition(source, final, ds, hook, model_version=version)
         fire(hook, "after_swap", path=final, rows=rows)
         sql_rows = sink.publish(ds, parquet_table.read_batches(final, batch_rows), hook)
         fire(hook, "after_sql", rows=sql_rows)
@@ -102,6 +127,7 @@ def run_publish(
     summary = {
         "ds": ds,
         "rows": rows,
+        "model_version": version,
         "parquet": final,
         "sql": sql_target,
         "retention": {"keep": keep, "parquet_deleted": deleted, "sql_deleted": sql_deleted},

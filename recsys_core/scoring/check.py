@@ -4,11 +4,14 @@ Contracts checked (vectorized over all rows; nothing is published when one break
 every snapshot user present with ``min(N, unseen vocabulary films)`` rows; ranks 1..n
 contiguous; no film the user rated; no duplicate (user, film); finite scores,
 non-increasing with rank; every movie_id in the vocabulary; a known ``source``; one
-``model_version``; and the model's validation NDCG@10 at least ``min_model_ratio`` times
-popularity's on the same users (from the model manifest).
+``model_version``, the model now in ``models/ds=…`` (its weights exist and hash to it: rows
+scored before a re-train never pass with the new model's metrics); and that model's
+validation NDCG@10 at least ``min_model_ratio`` times popularity's on the same users (from
+its manifest).
 
-On success ``_check.json`` is written into the staging partition; publish refuses a
-partition without it.
+On success ``_check.json`` (with the ``model_version`` it vouches for) is written into the
+staging partition; publish refuses a partition without it, or whose rows or ``models/``
+no longer match that version.
 """
 
 from __future__ import annotations
@@ -20,12 +23,13 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from recsys_core import fs_swap
-from recsys_core.errors import ConfigError, InputError
+from recsys_core.data.features import load_features
+from recsys_core.errors import ConfigError, InputError, reading
+from recsys_core.model_version import current_model_version, mismatch
 from recsys_core.paths import Warehouse
 from recsys_core.publish.contract import CHECK_FILE, SOURCES
 from recsys_core.scoring.score import SCORING_META
 from recsys_core.training import artifacts
-from recsys_core.training.data import load_features
 
 log = logging.getLogger(__name__)
 EXAMPLES = 5
@@ -55,13 +59,27 @@ class Report:
         return "\n".join(lines)
 
 
-def check_model_quality(report: Report, model_manifest: dict, min_ratio: float) -> None:
-    model = model_manifest["metrics"]["model"]["ndcg@10"]
-    popularity = model_manifest["metrics"]["popularity"]["ndcg@10"]
+def check_model_quality(report: Report, model_manifest: dict, min_ratio: float, where: str = "") -> None:
+    with reading(where, "model manifest (no validation metrics)", "re-run the train job for that date"):
+        model = float(model_manifest["metrics"]["model"]["ndcg@10"])
+        popularity = float(model_manifest["metrics"]["popularity"]["ndcg@10"])
     report.figures.update({"model_ndcg@10": model, "popularity_ndcg@10": popularity, "min_model_ratio": min_ratio})
     if not model >= min_ratio * popularity:
         report.fail("model_quality", 1, f"model: validation ndcg@10 {model:.4f} < {min_ratio} x popularity "
                     f"{popularity:.4f}", [])  # fmt: skip
+
+
+def check_model_identity(report: Report, ds: str, versions: list, scored_by: str, current: str) -> None:
+    """The rows, the scoring record and ``models/ds=…`` must all name the same model.
+
+    The metrics the gate reads are those of the model now in ``models/``; rows scored by
+    an earlier model (train re-run after score) must be scored again before they pass.
+    """
+    staged = [v for v in versions if v]
+    if staged and set(staged) != {current}:
+        report.fail("model_version_mismatch", 1, mismatch(ds, ", ".join(map(str, staged)), current), [])
+    elif scored_by != current:
+        report.fail("model_version_mismatch", 1, mismatch(ds, scored_by, current, "the scoring record"), [])
 
 
 def check_rows(report: Report, table, user_ids: np.ndarray, csr, movie_ids: np.ndarray, top_n: int) -> None:
@@ -140,25 +158,32 @@ def check_labels(report: Report, table) -> None:
 
 def run_check(warehouse: Warehouse, ds: str, min_model_ratio: float = 1.1) -> Report:
     """Check ``recommendations`` staging for ``ds``; raise ``GateFailed`` with the report."""
-    if min_model_ratio < 0:
+    if not min_model_ratio >= 0:
         raise ConfigError(f"--min-model-ratio must be >= 0, got {min_model_ratio}")
     staging = warehouse.recommendations_staging(ds)
+    rescore = f"re-run the score job for ds={ds}"
     try:
-        meta = fs_swap.read_json(f"{staging}/{SCORING_META}")
+        with reading(f"{staging}/{SCORING_META}", "scoring record", rescore):
+            meta = fs_swap.read_json(f"{staging}/{SCORING_META}")
+            top_n, scored_by = int(meta["top_n"]), str(meta["model_version"])
     except FileNotFoundError as exc:
         raise InputError(f"no scored partition at {staging}: run the score job for ds={ds} first") from exc
     fs, inner = fs_swap.filesystem(staging)
     if fs_swap.exists(f"{staging}/{CHECK_FILE}"):  # a pass from an earlier scoring must not linger
         fs.delete_file(f"{inner}/{CHECK_FILE}")
     features = load_features(warehouse.features(ds))
-    manifest = fs_swap.read_json(f"{warehouse.models(ds)}/{artifacts.MANIFEST}")
-    artifacts.check_vocabulary(manifest, features.manifest, warehouse.models(ds))
-    table = pq.read_table(inner, filesystem=fs)
+    model_dir = warehouse.models(ds)
+    manifest = artifacts.read_manifest(model_dir)
+    artifacts.check_vocabulary(manifest, features.manifest, model_dir)
+    current = current_model_version(model_dir, ds)
+    with reading(staging, "staged recommendations (a parquet file is damaged)", rescore):
+        table = pq.read_table(inner, filesystem=fs)
     report = Report(ds)
-    check_rows(report, table, features.users.user_ids, features.users.csr, features.films.movie_ids, meta["top_n"])
+    check_rows(report, table, features.users.user_ids, features.users.csr, features.films.movie_ids, top_n)
     check_labels(report, table)
-    check_model_quality(report, manifest, min_model_ratio)
-    report.figures.update({"top_n": meta["top_n"], "model_version": meta["model_version"]})
+    check_model_identity(report, ds, table.column("model_version").unique().to_pylist(), scored_by, current)
+    check_model_quality(report, manifest, min_model_ratio, f"{model_dir}/{artifacts.MANIFEST}")
+    report.figures.update({"top_n": top_n, "model_version": current})
     if not report.passed:
         raise GateFailed(report.text())
     fs_swap.write_json(f"{staging}/{CHECK_FILE}", {"passed": True, **report.figures})
