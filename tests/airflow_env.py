@@ -33,4 +33,6 @@ def configure_airflow(home: Path) -> Path:
 
     db.initdb()
     Pool.create_or_update_pool("gpu", slots=1, description="GPU trainer", include_deferred=False)
+    Pool.create_or_update_pool("recsys_warehouse", slots=1, description="one writer per warehouse",
+                               include_deferred=False)  # fmt: skip
     return home
