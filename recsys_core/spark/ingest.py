@@ -19,33 +19,53 @@ import logging
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from recsys_core.data import schemas as S
+from recsys_core.data.layouts import (
+    LAYOUTS,
+    UTF8,
+    Layout,
+    detect_layout,
+    encoding_map,
+    parse_encodings,
+)
 from recsys_core.dates import as_of_cutoff
 from recsys_core.errors import ConfigError, InputError
 from recsys_core.paths import Warehouse, staging_path
 from recsys_core.spark import fs
+from recsys_core.spark.read import SourceFrame, not_decodable_message, read_source
 from recsys_core.spark.validate import (
+    BLOCK,
+    POS,
+    RAW_LINE,
     REASON,
     RECORD,
     positive_id_rules,
     raw,
-    read_csv,
+    row_reason,
     tag_rejects,
     with_typed,
 )
 
 log = logging.getLogger(__name__)
 
+#: Reasons that mean "these bytes are not text in the file's encoding": with the default
+#: encoding they fail the run (the file is probably in another one), see _fail_if_undecodable.
+UNDECODABLE = "invalid_utf8"
+
 
 @dataclass
 class FileReport:
+    """Counts for one file; ``file`` is the name read (``u.data`` in a 100K drop)."""
+
     file: str
+    encoding: str = UTF8
     rows_read: int = 0
     rejected: int = 0
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    first_bad_line: dict[str, int] = field(default_factory=dict)
     after_ds: int = 0
     duplicates: int = 0
     kept: int = 0
@@ -57,8 +77,12 @@ class FileReport:
 
 @dataclass
 class IngestSummary:
+    """What a run read and kept. ``files`` is keyed by the table's CSV name (``ratings.csv``)
+    in every layout, so readers of the manifest need not know the layout."""
+
     ds: str
     cutoff_epoch: int
+    layout: str
     files: dict[str, FileReport]
     users: int
     rated_films: int
@@ -69,7 +93,7 @@ class IngestSummary:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
     def render(self) -> str:
-        lines = [f"ingest ds={self.ds} (ratings before {_iso(self.cutoff_epoch)})"]
+        lines = [f"ingest ds={self.ds} (ratings before {_iso(self.cutoff_epoch)}), layout {self.layout}"]
         for r in self.files.values():
             reasons = ", ".join(f"{k}={v:,}" for k, v in sorted(r.rejected_by_reason.items()))
             lines.append(
@@ -78,6 +102,7 @@ class IngestSummary:
                 + (f"  after ds {r.after_ds:,}" if r.after_ds else "")
                 + (f"  duplicates {r.duplicates:,}" if r.duplicates else "")
                 + (f"  [{reasons}]" if reasons else "")
+                + (f"  ({r.encoding})" if r.encoding != UTF8 else "")
             )
         lines.append(
             f"  users {self.users:,}  rated films {self.rated_films:,}  "
@@ -92,31 +117,25 @@ def _iso(epoch: int | None) -> str | None:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
-def _reject_duplicate_ids(df: DataFrame, spec: S.FileSpec, key: str) -> DataFrame:
+def _reject_duplicate_ids(frame: SourceFrame, key: str) -> DataFrame:
     """Tag rows; of the valid rows sharing ``key``, keep the first in file order, reject the rest.
 
-    ``monotonically_increasing_id`` grows with the position in the file (partition index
-    in the high bits, row within the split in the low bits), so "first" is the file's.
+    (``_block``, ``_pos``) = (offset of the file split, line within it) is the file's order.
     """
+    spec = frame.source.spec
     rules = positive_id_rules(key)
-    tagged = tag_rejects(with_typed(df.withColumn("_row", F.monotonically_increasing_id()), spec), spec, rules)
-    order = Window.partitionBy(key).orderBy(F.col(REASON).asc_nulls_first(), "_row")
-    tagged = tagged.withColumn("_n", F.row_number().over(order))
-    dup = F.col(REASON).isNull() & (F.col("_n") > 1)
-    record = F.to_json(F.struct(*spec.column_names))
-    return (
-        tagged.withColumn(RECORD, F.when(dup, record).otherwise(F.col(RECORD)))
-        .withColumn(REASON, F.when(dup, F.lit(f"duplicate:{key}")).otherwise(F.col(REASON)))
-        .drop("_n", "_row")
-    )
+    typed = with_typed(frame.df, spec)
+    order = Window.partitionBy(key).orderBy(row_reason(spec, rules).isNotNull(), BLOCK, POS)
+    typed = typed.withColumn("_n", F.row_number().over(order))
+    return tag_rejects(typed, spec, frame.encoding, rules + [(F.col("_n") > 1, f"duplicate:{key}")], drop=["_n"])
 
 
-def _movies(df: DataFrame) -> DataFrame:
-    return _reject_duplicate_ids(df, S.MOVIES, "movieId")
+def _movies(frame: SourceFrame) -> DataFrame:
+    return _reject_duplicate_ids(frame, "movieId")
 
 
-def _genome_tags(df: DataFrame) -> DataFrame:
-    return _reject_duplicate_ids(df, S.GENOME_TAGS, "tagId")
+def _genome_tags(frame: SourceFrame) -> DataFrame:
+    return _reject_duplicate_ids(frame, "tagId")
 
 
 def _known(df: DataFrame, ids: DataFrame, key: str, flag: str) -> DataFrame:
@@ -125,7 +144,7 @@ def _known(df: DataFrame, ids: DataFrame, key: str, flag: str) -> DataFrame:
     return df.join(F.broadcast(lookup), df[key] == F.col(f"_{flag}_id"), "left").drop(f"_{flag}_id")
 
 
-def _ratings(df: DataFrame, movie_ids: DataFrame) -> DataFrame:
+def _ratings(frame: SourceFrame, movie_ids: DataFrame) -> DataFrame:
     spec = S.RATINGS
     r = F.col("rating")
     rules = positive_id_rules("userId", "movieId") + [
@@ -135,11 +154,11 @@ def _ratings(df: DataFrame, movie_ids: DataFrame) -> DataFrame:
         (F.col("timestamp") < 0, "negative_timestamp"),
         (F.col("_movie_known").isNull(), "unknown_movie"),
     ]
-    typed = _known(with_typed(df, spec), movie_ids, "movieId", "_movie_known")
-    return tag_rejects(typed, spec, rules, drop=["_movie_known"])
+    typed = _known(with_typed(frame.df, spec), movie_ids, "movieId", "_movie_known")
+    return tag_rejects(typed, spec, frame.encoding, rules, drop=["_movie_known"])
 
 
-def _genome_scores(df: DataFrame, movie_ids: DataFrame, tag_ids: DataFrame) -> DataFrame:
+def _genome_scores(frame: SourceFrame, movie_ids: DataFrame, tag_ids: DataFrame) -> DataFrame:
     spec = S.GENOME_SCORES
     rel = F.col("relevance")
     rules = positive_id_rules("movieId", "tagId") + [
@@ -148,35 +167,35 @@ def _genome_scores(df: DataFrame, movie_ids: DataFrame, tag_ids: DataFrame) -> D
         (F.col("_movie_known").isNull(), "unknown_movie"),
         (F.col("_tag_known").isNull(), "unknown_tag"),
     ]
-    typed = _known(with_typed(df, spec), movie_ids, "movieId", "_movie_known")
+    typed = _known(with_typed(frame.df, spec), movie_ids, "movieId", "_movie_known")
     typed = _known(typed, tag_ids, "tagId", "_tag_known")
-    return tag_rejects(typed, spec, rules, drop=["_movie_known", "_tag_known"])
+    return tag_rejects(typed, spec, frame.encoding, rules, drop=["_movie_known", "_tag_known"])
 
 
-def _tags(df: DataFrame, movie_ids: DataFrame) -> DataFrame:
+def _tags(frame: SourceFrame, movie_ids: DataFrame) -> DataFrame:
     spec = S.TAGS
     rules = positive_id_rules("userId", "movieId") + [
         (F.col("timestamp") < 0, "negative_timestamp"),
         (F.col("_movie_known").isNull(), "unknown_movie"),
     ]
-    typed = _known(with_typed(df, spec), movie_ids, "movieId", "_movie_known")
-    return tag_rejects(typed, spec, rules, drop=["_movie_known"])
+    typed = _known(with_typed(frame.df, spec), movie_ids, "movieId", "_movie_known")
+    return tag_rejects(typed, spec, frame.encoding, rules, drop=["_movie_known"])
 
 
-def _links(df: DataFrame, movie_ids: DataFrame) -> DataFrame:
+def _links(frame: SourceFrame, movie_ids: DataFrame) -> DataFrame:
     spec = S.LINKS
     rules = positive_id_rules("movieId") + [
         (~raw("imdbId").rlike(r"^[0-9]+$"), "unparsable:imdbId"),
         (F.col("_movie_known").isNull(), "unknown_movie"),
     ]
-    typed = _known(with_typed(df, spec), movie_ids, "movieId", "_movie_known")
-    return tag_rejects(typed, spec, rules, drop=["_movie_known"])
+    typed = _known(with_typed(frame.df, spec), movie_ids, "movieId", "_movie_known")
+    return tag_rejects(typed, spec, frame.encoding, rules, drop=["_movie_known"])
 
 
 class _Run:
     """State of one ingest run: where things go and what was counted."""
 
-    def __init__(self, spark: SparkSession, raw_dir: str, warehouse: Warehouse, ds: str):
+    def __init__(self, spark: SparkSession, raw_dir: str, warehouse: Warehouse, ds: str, frames: dict):
         self.spark = spark
         self.raw_dir = raw_dir
         self.ds = ds
@@ -185,13 +204,19 @@ class _Run:
         self.snapshot_final = warehouse.snapshot(ds)
         self.snapshot_staging = staging_path(self.snapshot_final)
         self.quarantine_final = warehouse.quarantine(ds)
+        self.frames: dict[str, SourceFrame | None] = frames
         self.reports: dict[str, FileReport] = {}
+        self.checked_frames: dict[str, DataFrame] = {}
+        self._line_maps: dict[str, Column] = {}
 
     def checked(self, spec: S.FileSpec, tagged: DataFrame) -> DataFrame:
         """Write the tagged rows once to scratch parquet; count them by reason and as-of.
 
-        For files with a timestamp, the same pass counts the valid rows after ``ds``.
+        For files with a timestamp, the same pass counts the valid rows after ``ds``. A file
+        that does not decode in its default encoding fails the run here (see
+        :meth:`fail_if_undecodable`), before the other files are read.
         """
+        frame = self.frames[spec.key]
         path = f"{self.work}/{spec.key}"
         tagged.write.mode("overwrite").parquet(path)
         checked = self.spark.read.parquet(path)
@@ -199,16 +224,66 @@ class _Run:
         if "timestamp" in spec.column_names:
             late = F.col(REASON).isNull() & (F.col("timestamp") >= self.cutoff)
         rows = checked.groupBy(REASON).agg(F.count("*").alias("n"), F.sum(late.cast("long")).alias("late")).collect()
-        report = FileReport(file=spec.filename, rows_read=sum(r["n"] for r in rows))
+        report = FileReport(file=frame.filename, encoding=frame.encoding, rows_read=sum(r["n"] for r in rows))
         report.rejected_by_reason = {r[REASON]: r["n"] for r in rows if r[REASON] is not None}
         report.rejected = sum(report.rejected_by_reason.values())
         report.after_ds = sum(r["late"] or 0 for r in rows)
         self.reports[spec.key] = report
-        log.info("%s: %s rows read, %s rejected", spec.filename, f"{report.rows_read:,}", f"{report.rejected:,}")
+        self.checked_frames[spec.key] = checked
+        if report.rejected:
+            firsts = (
+                checked.where(F.col(REASON).isNotNull())
+                .groupBy(REASON)
+                .agg(F.min(self.line_number(spec.key)).alias("line"))
+                .collect()
+            )
+            report.first_bad_line = {r[REASON]: int(r["line"]) for r in firsts}
+        log.info("%s: %s rows read, %s rejected", frame.filename, f"{report.rows_read:,}", f"{report.rejected:,}")
+        self.fail_if_undecodable(spec.key)
         return checked
 
+    def line_number(self, key: str) -> Column:
+        """1-based line number in the file of a rejected row (from ``_block`` and ``_pos``).
+
+        One extra pass over the file's lines, only for files with rejects: the lines per
+        split (and the first index of each split's lines) give each split's first line.
+        """
+        if key not in self._line_maps:
+            frame = self.frames[key]
+            block = F.input_file_block_start()
+            pos = F.monotonically_increasing_id() - F.shiftleft(F.spark_partition_id().cast("long"), 33)
+            per_split = (
+                self.spark.read.text(frame.path)
+                .select(block.alias("b"), pos.alias("p"))
+                .groupBy("b")
+                .agg(F.count("*").alias("n"), F.min("p").alias("p0"))
+                .orderBy("b")
+                .collect()
+            )
+            entries, before = [], 0
+            for r in per_split:
+                entries += [F.lit(r["b"]), F.lit(before - r["p0"] + 1)]
+                before += r["n"]
+            self._line_maps[key] = F.create_map(*entries)[F.col(BLOCK)] + F.col(POS)
+        return self._line_maps[key]
+
+    def fail_if_undecodable(self, key: str) -> None:
+        """UTF-8 is the contract: a file with undecodable lines read in its default encoding
+        fails the run, naming the first bad line and the ``--encoding`` to pass (the
+        quarantine of what was read so far is written for inspection). With ``--encoding``
+        given, such lines are ordinary rejects, counted against ``--max-reject-share``."""
+        frame, report = self.frames[key], self.reports[key]
+        if frame.explicit_encoding or UNDECODABLE not in report.rejected_by_reason:
+            return
+        _write_quarantine(self)
+        raise InputError(
+            not_decodable_message(frame.filename, frame.encoding, report.first_bad_line[UNDECODABLE], False)
+            + f" ({report.rejected_by_reason[UNDECODABLE]:,} undecodable lines are in {self.quarantine_final};"
+            " nothing was published)"
+        )
+
     def valid(self, checked: DataFrame) -> DataFrame:
-        return checked.filter(F.col(REASON).isNull()).drop(REASON, RECORD)
+        return checked.filter(F.col(REASON).isNull()).drop(REASON, RECORD, RAW_LINE, BLOCK, POS)
 
     def keep(self, key: str, df: DataFrame) -> None:
         df.write.mode("overwrite").parquet(f"{self.snapshot_staging}/{key}")
@@ -230,61 +305,87 @@ def _latest_per_pair(ratings: DataFrame) -> DataFrame:
     )
 
 
+def _present_files(spark: SparkSession, raw_dir: str) -> list[str]:
+    """Which of the files any layout knows are in the drop (existence checks, any filesystem)."""
+    names = sorted({m for lay in LAYOUTS.values() for m in lay.markers})
+    return [n for n in names if fs.exists(spark, f"{raw_dir.rstrip('/')}/{n}")]
+
+
+def read_drop(
+    spark: SparkSession,
+    raw_dir: str,
+    encoding: str | list[str] | None = None,
+    layout: str = "auto",
+) -> tuple[Layout, dict[str, SourceFrame | None]]:
+    """Detect the drop's layout and open each of its files: {table key: frame or None}."""
+    lay = detect_layout(_present_files(spark, raw_dir), layout)
+    explicit = parse_encodings(encoding, lay)
+    encodings = encoding_map(explicit, lay)
+    frames: dict[str, SourceFrame | None] = {spec.key: None for spec in S.ALL_FILES}
+    for source in lay.sources:
+        frames[source.spec.key] = read_source(
+            spark, raw_dir, source, encodings[source.filename], source.filename in explicit
+        )
+    return lay, frames
+
+
 def run_ingest(
     spark: SparkSession,
     raw_dir: str,
     warehouse: Warehouse,
     ds: str,
     max_reject_share: float = 0.01,
+    encoding: str | list[str] | None = None,
+    layout: str = "auto",
 ) -> IngestSummary:
-    """Validate the drop in ``raw_dir`` and publish ``snapshot/ds=…`` (and quarantine)."""
+    """Validate the drop in ``raw_dir`` and publish ``snapshot/ds=…`` (and quarantine).
+
+    ``encoding``: ``--encoding`` values (``ENC`` for every file, ``FILE=ENC`` for one);
+    ``layout``: ``auto`` (detected from the files present) or a name in ``layouts.LAYOUTS``.
+    """
     if not 0.0 <= max_reject_share <= 1.0:
         raise ConfigError(f"--max-reject-share must be within [0, 1], got {max_reject_share}")
-    run = _Run(spark, raw_dir, warehouse, ds)
-    frames = {spec.key: read_csv(spark, raw_dir, spec) for spec in S.ALL_FILES}
+    as_of_cutoff(ds)  # a bad --ds is named before any file is read
+    lay, frames = read_drop(spark, raw_dir, encoding, layout)
     if frames["genome_scores"] is not None and frames["genome_tags"] is None:
         raise InputError("genome-scores.csv is present but genome-tags.csv is missing")
+    run = _Run(spark, raw_dir, warehouse, ds, frames)
     try:
-        summary = _ingest(run, frames, max_reject_share)
+        summary = _ingest(run, lay, max_reject_share)
     finally:
         fs.delete(spark, run.work)
         fs.delete(spark, run.snapshot_staging)
     return summary
 
 
-def _ingest(run: _Run, frames: dict[str, DataFrame | None], max_reject_share: float) -> IngestSummary:
+def _ingest(run: _Run, lay: Layout, max_reject_share: float) -> IngestSummary:
+    frames = run.frames
     movies = run.checked(S.MOVIES, _movies(frames["movies"]))
     valid_movies = run.valid(movies)
     movie_ids = valid_movies.select("movieId")
-    checked = {"movies": movies}
 
     ratings = run.checked(S.RATINGS, _ratings(frames["ratings"], movie_ids))
-    checked["ratings"] = ratings
     run.keep("ratings", _latest_per_pair(_as_of(run, run.valid(ratings))))
     run.keep("movies", valid_movies.orderBy("movieId"))
 
     if frames["genome_tags"] is not None:
         gtags = run.checked(S.GENOME_TAGS, _genome_tags(frames["genome_tags"]))
-        checked["genome_tags"] = gtags
         valid_tags = run.valid(gtags)
         run.keep("genome_tags", valid_tags.orderBy("tagId"))
         if frames["genome_scores"] is not None:
             scores = run.checked(
                 S.GENOME_SCORES, _genome_scores(frames["genome_scores"], movie_ids, valid_tags.select("tagId"))
             )
-            checked["genome_scores"] = scores
             genome = run.valid(scores).withColumn("relevance", F.col("relevance").cast("float"))
             run.keep("genome", genome)
     if frames["tags"] is not None:
         tags = run.checked(S.TAGS, _tags(frames["tags"], movie_ids))
-        checked["tags"] = tags
         run.keep("tags", _as_of(run, run.valid(tags)))
     if frames["links"] is not None:
         links = run.checked(S.LINKS, _links(frames["links"], movie_ids))
-        checked["links"] = links
         run.keep("links", run.valid(links))
 
-    _write_quarantine(run, checked)
+    _write_quarantine(run)
     _check_reject_shares(run, max_reject_share)
 
     kept = run.spark.read.parquet(f"{run.snapshot_staging}/ratings")
@@ -303,11 +404,13 @@ def _ingest(run: _Run, frames: dict[str, DataFrame | None], max_reject_share: fl
             table = "genome" if key == "genome_scores" else key
             run.reports[key].kept = run.spark.read.parquet(f"{run.snapshot_staging}/{table}").count()
     if rr.kept == 0:
-        raise InputError(f"ratings.csv: no valid rating before the end of {run.ds} (as-of cut)")
+        raise InputError(f"{rr.file}: no valid rating before the end of {run.ds} (as-of cut)")
+    specs = {spec.key: spec for spec in S.ALL_FILES}
     summary = IngestSummary(
         ds=run.ds,
         cutoff_epoch=run.cutoff,
-        files={r.file: r for r in run.reports.values()},
+        layout=lay.name,
+        files={specs[key].filename: r for key, r in run.reports.items()},
         users=int(stats["users"]),
         rated_films=int(stats["films"]),
         first_rating=_iso(stats["first"]),
@@ -318,19 +421,24 @@ def _ingest(run: _Run, frames: dict[str, DataFrame | None], max_reject_share: fl
     return summary
 
 
-def _write_quarantine(run: _Run, checked: dict[str, DataFrame]) -> None:
-    """All rejected rows of this run, with file, reason and the raw record, replacing the last."""
+def _write_quarantine(run: _Run) -> None:
+    """All rejected rows of this run, replacing the last: ``file``, ``line`` (1-based, in
+    that file), ``reason``, ``record`` (the fields as JSON) and ``raw`` (the line as read)."""
     parts = [
         df.filter(F.col(REASON).isNotNull()).select(
-            F.lit(run.reports[key].file).alias("file"), F.col(REASON), F.col(RECORD)
+            F.lit(run.reports[key].file).alias("file"),
+            (run.line_number(key) if run.reports[key].rejected else F.lit(None)).cast("long").alias("line"),
+            F.col(REASON),
+            F.col(RECORD),
+            F.col(RAW_LINE),
         )
-        for key, df in checked.items()
+        for key, df in run.checked_frames.items()
     ]
     union = parts[0]
     for part in parts[1:]:
         union = union.unionByName(part)
     staging = staging_path(run.quarantine_final)
-    union.orderBy("file", REASON, RECORD).write.mode("overwrite").parquet(staging)
+    union.orderBy("file", "line", REASON).write.mode("overwrite").parquet(staging)
     fs.swap_in(run.spark, staging, run.quarantine_final)
 
 
@@ -341,6 +449,7 @@ def _check_reject_shares(run: _Run, max_share: float) -> None:
             f"{r.file}: {r.rejected:,} of {r.rows_read:,} rows rejected ({r.reject_share:.2%}; "
             + ", ".join(f"{k}={v:,}" for k, v in sorted(r.rejected_by_reason.items()))
             + ")"
+            + (f", the first at line {min(r.first_bad_line.values()):,}" if r.first_bad_line else "")
             for r in over
         )
         raise InputError(

@@ -1,63 +1,29 @@
-"""Reading a drop CSV with its explicit schema, and tagging each bad row with a reason.
+"""Tagging each row of a read file with the first rule it breaks (``reason``; null = valid).
 
-Every column is read as text and cast with ``try_cast``, so one malformed field marks its
-row (``unparsable:<column>``) instead of failing the job or turning silently into null.
-A row's ``reason`` is the first rule it breaks; valid rows have ``reason = null``.
+Structural faults found while reading (``recsys_core.spark.read``: bytes, quoting, field
+count) come first. Then every column, read as text, is cast with ``try_cast``, so one
+malformed field marks its row (``unparsable:<column>``) instead of failing the job or
+turning silently into null; then the file's own rules (ranges, ids, lookups).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from recsys_core.data.schemas import FileSpec
-from recsys_core.errors import InputError
-from recsys_core.spark import fs
+from recsys_core.spark.read import BLOCK, LINE, POS, RAW_PREFIX, STRUCTURAL, escaped_line, raw
 
-RAW_PREFIX = "_raw_"
 REASON = "reason"
-RECORD = "record"
+RECORD = "record"  # the row's fields as JSON (text as read); null for a structural reject
+RAW_LINE = "raw"  # the line as in the file, escaped (see read.escaped_line); rejects only
 
-
-def read_csv(spark: SparkSession, raw_dir: str, spec: FileSpec) -> DataFrame | None:
-    """The file's spec columns as trimmed text (``_raw_<name>``), or None if optional and absent.
-
-    Raises InputError naming the file when a required file is missing, the file has no
-    header, a required column is missing, or a required file has no data rows.
-    """
-    path = f"{raw_dir.rstrip('/')}/{spec.filename}"
-    if not fs.exists(spark, path):
-        if spec.required:
-            raise InputError(f"required file {spec.filename} is missing from the drop ({path})")
-        return None
-    if fs.size(spark, path) == 0:
-        raise InputError(f"{spec.filename} is empty (0 bytes, no header row): {path}")
-    df = (
-        spark.read.option("header", True)
-        .option("quote", '"')
-        .option("escape", '"')
-        .option("mode", "PERMISSIVE")
-        .option("encoding", "UTF-8")
-        .csv(path)
-    )
-    df = df.toDF(*[c.strip().lstrip("\ufeff") for c in df.columns])
-    missing = [c for c in spec.column_names if c not in df.columns]
-    if missing:
-        raise InputError(
-            f"{spec.filename}: missing required column(s) {', '.join(missing)} "
-            f"(header has {', '.join(df.columns) or 'nothing'})"
-        )
-    if spec.required and df.limit(1).count() == 0:
-        raise InputError(f"{spec.filename} has a header but no data rows: {path}")
-    return df.select(
-        [F.nullif(F.trim(F.col(f"`{c}`")), F.lit("")).alias(RAW_PREFIX + c) for c in spec.column_names]
-    )
-
-
-def raw(name: str) -> Column:
-    return F.col(RAW_PREFIX + name)
+__all__ = [
+    "BLOCK", "POS", "RAW_LINE", "REASON", "RECORD", "first_reason", "parse_rules",
+    "positive_id_rules", "raw", "row_reason", "tag_rejects", "typed_columns", "with_typed",
+]  # fmt: skip
 
 
 def typed_columns(spec: FileSpec) -> list[Column]:
@@ -92,15 +58,28 @@ def with_typed(df: DataFrame, spec: FileSpec) -> DataFrame:
     return df.select("*", *typed_columns(spec))
 
 
-def tag_rejects(
-    df: DataFrame, spec: FileSpec, rules: Sequence[tuple[Column, str]], drop: Sequence[str] = ()
-) -> DataFrame:
-    """Typed columns plus ``reason`` and, for rejected rows only, the raw ``record`` as JSON.
+def row_reason(spec: FileSpec, rules: Sequence[tuple[Column, str]]) -> Column:
+    """The reason a row of a ``with_typed`` frame is rejected (structural first), else null."""
+    return F.coalesce(F.col(STRUCTURAL), first_reason(parse_rules(spec) + list(rules)))
 
-    ``df`` comes from :func:`with_typed` (possibly joined with lookup columns, named in
-    ``drop`` so they do not leak into the output).
+
+def tag_rejects(
+    df: DataFrame, spec: FileSpec, encoding: str, rules: Sequence[tuple[Column, str]], drop: Sequence[str] = ()
+) -> DataFrame:
+    """Typed columns plus ``reason``, and for rejected rows only: ``record``, ``raw`` and
+    the line's position (``_block``, ``_pos``; null for valid rows, which need none).
+
+    ``df`` comes from :func:`with_typed` on a ``read_source`` frame (possibly joined with
+    lookup columns, named in ``drop`` so they do not leak into the output); ``encoding`` is
+    the one the file was read with, for ``raw``.
     """
-    tagged = df.withColumn(REASON, first_reason(parse_rules(spec) + list(rules)))
+    tagged = df.withColumn(REASON, row_reason(spec, rules))
+    rejected = F.col(REASON).isNotNull()
     record = F.to_json(F.struct(*[raw(n).alias(n) for n in spec.column_names]))
-    tagged = tagged.withColumn(RECORD, F.when(F.col(REASON).isNotNull(), record))
-    return tagged.drop(*[RAW_PREFIX + n for n in spec.column_names], *drop)
+    tagged = tagged.select(
+        "*",
+        F.when(rejected & F.col(STRUCTURAL).isNull(), record).alias(RECORD),
+        F.when(rejected, escaped_line(encoding)).alias(RAW_LINE),
+    )
+    tagged = tagged.withColumn(BLOCK, F.when(rejected, F.col(BLOCK))).withColumn(POS, F.when(rejected, F.col(POS)))
+    return tagged.drop(*[RAW_PREFIX + n for n in spec.column_names], STRUCTURAL, LINE, *drop)
