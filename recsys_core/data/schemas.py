@@ -1,8 +1,10 @@
-"""The MovieLens drop as GroupLens ships it: which files, which columns, which types.
+"""The snapshot's input tables: which files, which columns, which types.
 
-Each CSV has a header row, is UTF-8, quotes a field only when it holds a comma or a
-quote (a quote inside is doubled), and ends lines with LF or CRLF. ``ratings.csv`` and
-``movies.csv`` are required; the Tag Genome, tags and links are optional.
+Named after the CSV releases (20M/25M/32M/latest), whose files have a header row, are
+UTF-8, quote a field only when it holds a comma or a quote (a quote inside is doubled),
+and end lines with LF or CRLF. ``ratings`` and ``movies`` are required; the Tag Genome,
+tags and links are optional. The older layouts (10M, 1M, 100K) map their files onto the
+same specs: see ``recsys_core.data.layouts``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ class Column:
 
 @dataclass(frozen=True)
 class FileSpec:
-    """One CSV of the drop: its name, its columns in GroupLens order, whether it must exist."""
+    """One input table: its CSV name (also the key of the manifest's ``files``), its columns
+    in GroupLens order, whether it must exist."""
 
     key: str
     filename: str
