@@ -4,10 +4,11 @@ Driver (no user row ever reaches it):
 
 1. reads the features and model manifests through the JVM's Hadoop filesystem (paths may
    be ``hdfs://`` / ``s3a://`` URIs), checks the model's vocabularies against the features;
-2. reads the user AE's weights once (``binaryFile``, a model-sized read) and derives
-   ``model_version`` from exactly those bytes (the local scorer's formula);
-3. counts ratings per film with one aggregation over the users (the popularity fallback's
-   score; film-sized result) and reads ``movie_id`` per ``film_idx`` (film-sized);
+2. reads the user AE's weights once (the JVM copies the file to a local temp file) and
+   derives ``model_version`` from exactly those bytes (the local scorer's formula);
+3. counts the users (and those the model cannot encode), reads ``movie_id`` per
+   ``film_idx`` (film-sized) and, only when some user gets the popularity fallback, counts
+   ratings per film with one aggregation over the users (its score; film-sized result);
 4. broadcasts one payload (model manifest, weight bytes, movie ids, film counts) and runs
    ``mapInArrow`` over the users parquet, which the features job partitioned by user.
 
@@ -29,6 +30,8 @@ import hashlib
 import io
 import json
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Iterator
 
@@ -166,17 +169,34 @@ def _read_json(spark: SparkSession, path: str, missing: str) -> dict:
 
 
 def _read_bytes(spark: SparkSession, path: str, missing: str) -> bytes:
-    """One file's bytes through Spark's binaryFile source (any Hadoop filesystem)."""
+    """One file's bytes, copied by the JVM's Hadoop filesystem (any URI) to a local temp file."""
     if not fs.exists(spark, path):
         raise InputError(missing)
-    return bytes(spark.read.format("binaryFile").load(path).select("content").head()[0])
+    jvm = spark.sparkContext._jvm
+    source = jvm.org.apache.hadoop.fs.Path(path)
+    hadoop_fs = source.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, os.path.basename(path))
+        hadoop_fs.copyToLocalFile(False, source, jvm.org.apache.hadoop.fs.Path(f"file://{local}"), True)
+        with open(local, "rb") as f:
+            return f.read()
 
 
-def film_table(spark: SparkSession, features_dir: str, per_film: DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def _parquet_files(spark: SparkSession, directory: str) -> list[str]:
+    """The data files Spark wrote into ``directory`` (not its ``_SUCCESS`` or ``.crc`` files)."""
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(directory)
+    statuses = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).listStatus(path)
+    names = [status.getPath() for status in statuses]
+    return [str(p.toString()) for p in names if p.getName().endswith(".parquet") and p.getName()[0] not in "._"]
+
+
+def film_table(spark: SparkSession, features_dir: str, per_film: DataFrame | None) -> tuple[np.ndarray, np.ndarray]:
     """((n_films,) movie ids by film_idx, (n_films,) ratings per film over every user).
 
-    ``per_film`` holds (film_idx, count) rows; film-sized collects only. Raises InputError when film_idx is not dense or a user's
-    film_idx lies outside the vocabulary.
+    ``per_film`` holds (film_idx, count) rows, or is None when no user needs the counts
+    (zeros then); film-sized collects only. Raises InputError when film_idx is not dense
+    or a user's film_idx lies outside the vocabulary.
     """
     films = spark.read.parquet(f"{features_dir}/films").select("film_idx", "movie_id").collect()
     films.sort(key=lambda r: r["film_idx"])
@@ -184,7 +204,7 @@ def film_table(spark: SparkSession, features_dir: str, per_film: DataFrame) -> t
         raise InputError(f"{features_dir}/films: film_idx is not a dense 0..n-1 index")
     movie_ids = np.array([r["movie_id"] for r in films], dtype=np.int64)
     counts = np.zeros(len(films), dtype=np.int64)
-    for row in per_film.collect():
+    for row in [] if per_film is None else per_film.collect():
         if not 0 <= row["film_idx"] < len(films):
             raise InputError(f"{features_dir}/users: film_idx {row['film_idx']} outside the vocabulary "
                              f"of {len(films)} films")  # fmt: skip
@@ -216,11 +236,12 @@ def run_spark_scoring(spark: SparkSession, warehouse: Warehouse, ds: str, config
     version = f"{ds}-{hashlib.sha256(weights).hexdigest()[:12]}"  # = score.model_version
 
     users = spark.read.parquet(f"{features_dir}/users").select(*USER_COLUMNS)
-    per_film = users.select(F.explode("film_idx").alias("film_idx")).groupBy("film_idx").count()
-    movie_ids, film_counts = film_table(spark, features_dir, per_film)
     encodable = F.coalesce(F.size("film_idx"), F.lit(0)) >= config.min_user_films
     counted = users.agg(F.count("*").alias("n"), F.count(F.when(encodable, 1)).alias("model")).head()
     n_users, model_users = int(counted["n"]), int(counted["model"])
+    # the popularity fallback's score: one pass over the ratings, only when some user needs it
+    per_film = users.select(F.explode("film_idx").alias("film_idx")).groupBy("film_idx").count()
+    movie_ids, film_counts = film_table(spark, features_dir, per_film if model_users < n_users else None)
     log.info("scoring ds=%s on %s: %d users (%d by popularity), %d films, top %d, model %s",
              ds, spark.sparkContext.master, n_users, n_users - model_users, len(movie_ids), config.top_n, version)
 
@@ -235,7 +256,8 @@ def run_spark_scoring(spark: SparkSession, warehouse: Warehouse, ds: str, config
     staging = staging_path(final)
     try:
         rows.write.mode("overwrite").parquet(staging)
-        written = spark.read.parquet(staging).count()
+        parts = _parquet_files(spark, staging)  # named: Spark would skip the hidden directory itself
+        written = spark.read.parquet(*parts).count() if parts else 0
         summary = {
             "ds": ds, "top_n": config.top_n, "model_version": version, "device": ",".join(sorted(devices.value)),
             "users": n_users, "model_users": model_users, "popularity_users": n_users - model_users,
