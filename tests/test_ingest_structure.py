@@ -116,7 +116,7 @@ def test_latin1_file_fails_by_default_naming_file_line_and_hint(spark, tmp_path)
 
 
 @pytest.mark.parametrize(("encoding", "ratings_encoding"), [
-    ("latin-1", "latin-1"), (["movies.csv=ISO-8859-1"], "utf-8"), (["latin1", "ratings.csv=utf-8"], "utf-8")])
+    ("latin-1", "latin-1"), (["latin1", "ratings.csv=utf-8"], "utf-8")])
 def test_latin1_file_reads_correctly_with_encoding(spark, tmp_path, encoding, ratings_encoding):
     raw = drop(tmp_path / "raw", {"movies.csv": LATIN1_MOVIES, "ratings.csv": RATINGS.replace("1,2,", "1,29,")})
     summary = ingest(spark, raw, tmp_path / "wh", encoding=encoding)
@@ -228,9 +228,12 @@ def test_a_header_with_a_bom_and_quoted_names_is_read(spark, tmp_path):
     assert summary.files["movies.csv"].kept == 3
 
 
-def test_an_undecodable_header_names_line_1(spark, tmp_path):
+def test_an_undecodable_header_names_line_1_and_utf16_is_named(spark, tmp_path):
     raw = drop(tmp_path / "raw", {"movies.csv": b"movieId,t\xeetle,genres\n1,A (1990),Drama\n", "ratings.csv": RATINGS})
     with pytest.raises(InputError, match=r"movies.csv is not valid UTF-8 .*line 1 is the first bad line.*--encoding latin-1"):
+        ingest(spark, raw, tmp_path / "wh")
+    raw = drop(tmp_path / "raw16", {"movies.csv": MOVIES.encode("utf-16"), "ratings.csv": RATINGS})
+    with pytest.raises(InputError, match="movies.csv is UTF-16 .*: save it as UTF-8"):
         ingest(spark, raw, tmp_path / "wh")
 
 

@@ -155,6 +155,8 @@ def _header(first_line: DataFrame, source: Source, encoding: str, explicit: bool
     """The column names of the header row (the file's first line)."""
     rows = first_line.select(F.col(LINE).cast("binary").alias("b")).limit(1).collect()
     data = bytes(rows[0]["b"]) if rows else b""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise InputError(f"{source.filename} is UTF-16 (it starts with a UTF-16 byte-order mark): save it as UTF-8")
     data = data.removeprefix(BOM.encode())
     try:
         text = codecs.decode(data, encoding)
