@@ -55,7 +55,7 @@ AIRFLOW_ENV = AIRFLOW_HOME="$(abspath .airflow)" AIRFLOW__CORE__LOAD_EXAMPLES=Fa
 
 airflow-db: $(STAMP)
 	@$(AIRFLOW_ENV) $(BIN)/airflow db migrate >/dev/null
-	@$(AIRFLOW_ENV) $(BIN)/airflow pools set gpu 1 "GPU trainer (train and score tasks)" >/dev/null
+	@$(AIRFLOW_ENV) $(BIN)/airflow pools set recsys_warehouse 1 "one writer per warehouse (every writing task of the DAG)" >/dev/null
 
 run: sample airflow-db
 	$(AIRFLOW_ENV) $(BIN)/airflow dags test movielens_recommendations $(DS)

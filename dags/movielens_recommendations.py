@@ -1,7 +1,9 @@
 """Nightly MovieLens recommendations: validate -> ingest -> features -> train -> score -> check -> publish.
 
 The DAG only wires the ``jobs/`` entry points together; what each step does lives in
-``recsys_core``. Nothing heavy is imported at parse time (no torch, Spark or recsys_core).
+``recsys_core``. Nothing heavy is imported at parse time (no torch, Spark or pandas; from
+recsys_core only ``recsys_core.defaults``, the Params' defaults and bounds, which imports
+nothing).
 
 Time: a data-interval timetable on ``30 2 * * *`` (UTC). The run that fires at 02:30 UTC
 on day D has the data interval [D-1 02:30, D 02:30) and the logical date D-1 02:30, so
@@ -49,6 +51,8 @@ from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOpe
 from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
 
+from recsys_core.defaults import RUN_PARAMS, SQL_CONN_ID
+
 PROJECT = Path(__file__).resolve().parents[1]
 PYTHON = os.environ.get("RECSYS_PYTHON", sys.executable)
 JOBS = os.environ.get("RECSYS_JOBS_DIR", str(PROJECT / "jobs"))
@@ -64,7 +68,6 @@ SPARK_CONF = {"spark.sql.shuffle.partitions": os.environ["RECSYS_SPARK_SHUFFLE_P
 
 SCHEDULE = CronDataIntervalTimetable("30 2 * * *", timezone="UTC")  # fires 02:30 UTC on D for ds = D-1
 POOL = "recsys_warehouse"  # one slot: no two writing tasks of any runs of this DAG at once
-DEFAULT_SQL_CONN_ID = "recsys_sql"
 
 
 def lookup(variable: str, env: str, default: str) -> str:
@@ -185,7 +188,7 @@ def sql_url(conn_id: str) -> str | None:
     try:
         conn = BaseHook.get_connection(conn_id)
     except AirflowNotFoundException:
-        if conn_id != DEFAULT_SQL_CONN_ID:
+        if conn_id != SQL_CONN_ID:
             raise
         print(f"no Airflow connection {conn_id!r}: publishing to $RECSYS_SQL_URL of the worker, else SQLite")
         return None
@@ -243,18 +246,10 @@ def record_metrics(warehouse: str, run_ds: str) -> dict:
         "max_retry_delay": timedelta(minutes=30),
         "execution_timeout": timedelta(hours=1),
     },
-    params={
-        "top_n": Param(100, type="integer", minimum=1, maximum=1000, description="films per user"),
-        "min_film_ratings": Param(1, type="integer", minimum=1, description="ratings a film needs to be scored"),
-        "max_epochs": Param(50, type="integer", minimum=1, description="cap on user-AE epochs"),
-        "max_minutes": Param(25, type="number", exclusiveMinimum=0, description="cap on the item-item fit + user-AE training time"),
-        "seed": Param(42, type="integer", minimum=0, maximum=2**32 - 1, description="random seed of training"),
-        "min_model_ratio": Param(1.1, type="number", minimum=0,
-                                 description="gate: model NDCG@10 >= this x popularity's"),
-        "keep": Param(30, type="integer", minimum=1, description="ds partitions kept in the table"),
-        "sql_conn_id": Param(DEFAULT_SQL_CONN_ID, type="string", pattern=r"^[A-Za-z0-9_.-]+$",
-                             description="Airflow connection of the SQL sink (postgres or sqlite)"),
-    },
+    # every Param's default, type and bounds come from recsys_core.defaults (the jobs' --help
+    # and the first task's checks read the same), which imports nothing at parse time
+    params={name: Param(spec.default, type=spec.kind, description=spec.description, **spec.schema())
+            for name, spec in RUN_PARAMS.items()},
 )
 def movielens_recommendations():
     checked = validate(DS, RAW, WAREHOUSE)

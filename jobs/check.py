@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 
+from recsys_core import defaults
 from recsys_core.entrypoint import JobArgumentParser, locked, number, run_main
 from recsys_core.paths import Warehouse
 
@@ -19,8 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = JobArgumentParser(description=__doc__)
     parser.add_argument("--warehouse", required=True, help="warehouse root (directory or URI)")
     parser.add_argument("--ds", required=True, help="logical date YYYY-MM-DD")
-    parser.add_argument("--min-model-ratio", type=number, default=1.1,
-                        help="the model's validation NDCG@10 must be >= this x popularity's (default 1.1)")
+    parser.add_argument("--min-model-ratio", type=number, default=defaults.MIN_MODEL_RATIO,
+                        help="the model's validation NDCG@10 must be >= this x popularity's (default %(default)s)")
     args = parser.parse_args(argv)
 
     from recsys_core.scoring.check import run_check

@@ -15,6 +15,7 @@ import json
 import os
 import sys
 
+from recsys_core import defaults
 from recsys_core.entrypoint import JobArgumentParser, locked, run_main, whole
 from recsys_core.paths import Warehouse
 
@@ -26,8 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sql-url", default=None,
                         help="sqlite:///PATH.db or postgresql://USER:PASSWORD@HOST:PORT/DB "
                              "(default: $RECSYS_SQL_URL, else sqlite in the warehouse)")
-    parser.add_argument("--keep", type=whole, default=30, help="ds partitions to keep, newest first (default 30)")
-    parser.add_argument("--table", default="recommendations", help="SQL table name (default recommendations)")
+    parser.add_argument("--keep", type=whole, default=defaults.KEEP,
+                        help="ds partitions to keep, newest first (default %(default)s)")
+    parser.add_argument("--table", default=defaults.SQL_TABLE, help="SQL table name (default %(default)s)")
     parser.add_argument("--schema", default=None, help="PostgreSQL schema (default: the search_path)")
     args = parser.parse_args(argv)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 
+from recsys_core import defaults
 from recsys_core.entrypoint import JobArgumentParser, locked, run_main, whole
 from recsys_core.paths import Warehouse
 
@@ -19,12 +20,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = JobArgumentParser(description=__doc__)
     parser.add_argument("--warehouse", required=True, help="warehouse root (directory or URI)")
     parser.add_argument("--ds", required=True, help="logical date YYYY-MM-DD")
-    parser.add_argument("--top-n", type=whole, default=100, help="films per user (default 100)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                        help="auto = CUDA when available, else CPU")
-    parser.add_argument("--batch-size", type=whole, default=2048, help="users per scoring batch (default 2048)")
-    parser.add_argument("--min-user-films", type=whole, default=1,
-                        help="users with fewer vocabulary ratings get the most popular unseen films (default 1)")
+    parser.add_argument("--top-n", type=whole, default=defaults.TOP_N, help="films per user (default %(default)s)")
+    parser.add_argument("--device", default=defaults.DEVICE, choices=["auto", "cpu", "cuda"],
+                        help="auto = CUDA when available, else CPU (default %(default)s)")
+    parser.add_argument("--batch-size", type=whole, default=defaults.SCORE_BATCH_USERS,
+                        help="users per scoring batch (default %(default)s)")
+    parser.add_argument("--min-user-films", type=whole, default=defaults.MIN_USER_FILMS,
+                        help="users with fewer vocabulary ratings get the most popular unseen films (default %(default)s)")
     args = parser.parse_args(argv)
 
     from recsys_core.scoring.score import ScoreConfig, run_scoring

@@ -4,6 +4,8 @@
                          [--seed S] [--device auto|cpu|cuda] [--batch-size B] [--lr LR]
                          [--sampled-softmax auto|on|off]
 
+Defaults come from ``recsys_core.defaults`` (the DAG's Params use the same).
+
 Writes ``models/ds=…/`` (weights + manifest.json with validation metrics) and
 ``embeddings/ds=…/{users,films}``.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import sys
 
+from recsys_core import defaults
 from recsys_core.entrypoint import JobArgumentParser, locked, number, run_main, whole
 from recsys_core.paths import Warehouse
 
@@ -21,20 +24,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = JobArgumentParser(description=__doc__)
     parser.add_argument("--warehouse", required=True, help="warehouse root (directory or URI)")
     parser.add_argument("--ds", required=True, help="logical date YYYY-MM-DD")
-    parser.add_argument("--epochs", type=whole, default=50, help="most user-AE epochs (default 50)")
-    parser.add_argument("--max-minutes", type=number, default=25.0,
-                        help="wall-time cap of the item-item fit + user-AE loop in minutes (default 25)")
-    parser.add_argument("--seed", type=whole, default=42, help="random seed (default 42)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                        help="auto = CUDA when available, else CPU")
+    parser.add_argument("--epochs", type=whole, default=defaults.MAX_EPOCHS,
+                        help="most user-AE epochs (default %(default)s)")
+    parser.add_argument("--max-minutes", type=number, default=defaults.MAX_MINUTES,
+                        help="wall-time cap of the item-item fit + user-AE loop in minutes (default %(default)s)")
+    parser.add_argument("--seed", type=whole, default=defaults.SEED, help="random seed (default %(default)s)")
+    parser.add_argument("--device", default=defaults.DEVICE, choices=["auto", "cpu", "cuda"],
+                        help="auto = CUDA when available, else CPU (default %(default)s)")
     parser.add_argument("--batch-size", type=whole, default=None,
-                        help="users per batch (default: about 64 steps per epoch, 32..1024)")
-    parser.add_argument("--lr", type=number, default=None, help="user-AE learning rate")
+                        help="users per batch (default: about 5 steps per epoch, 32..1024 users)")
+    parser.add_argument("--lr", type=number, default=None, help="user-AE learning rate (default: TrainConfig.lr)")
     parser.add_argument("--sampled-softmax", default="auto", choices=["auto", "on", "off"],
-                        help="auto = sampled on CPU for vocabularies over 20,000 films")
+                        help="auto = sampled on CPU for vocabularies over 20,000 films (default %(default)s)")
     args = parser.parse_args(argv)
 
-    from recsys_core.training.train import TrainConfig, run_training
+    from recsys_core.training.config import TrainConfig
+    from recsys_core.training.train import run_training
 
     config = TrainConfig(seed=args.seed, device=args.device, max_epochs=args.epochs, max_minutes=args.max_minutes,
                          batch_size=args.batch_size, sampled_softmax=args.sampled_softmax)

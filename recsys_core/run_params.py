@@ -15,11 +15,9 @@ import os
 import re
 
 from recsys_core.dates import parse_ds
+from recsys_core.defaults import RUN_PARAMS, RunParam
 from recsys_core.errors import ConfigError, InputError
 from recsys_core.paths import Warehouse
-
-MAX_TOP_N = 32767  # rank is a smallint
-CONN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
 
 
 def whole(name: str, value: object, low: int | None = None, high: int | None = None) -> int:
@@ -44,23 +42,25 @@ def number(name: str, value: object, low: float, strict: bool = False) -> float:
     return float(value)
 
 
+def checked_param(name: str, spec: RunParam, value: object) -> int | float | str:
+    """``value`` of the Param ``name`` within the bounds of ``spec`` (the DAG's own Param schema)."""
+    if spec.kind == "integer":
+        low, high = spec.minimum, spec.maximum
+        return whole(name, value, None if low is None else int(low), None if high is None else int(high))
+    if spec.kind == "number":
+        return number(name, value, float(spec.minimum if spec.minimum is not None else -math.inf),
+                      strict=spec.exclusive_minimum)  # fmt: skip
+    if not isinstance(value, str) or (spec.pattern and not re.match(spec.pattern, value)):
+        raise ConfigError(f"param {name} must match {spec.pattern} ({spec.description}), got {value!r}")
+    return value
+
+
 def validate_run(ds: str, raw: str, warehouse: str, params: dict) -> dict:
     """Check the run for ``ds``; return the checked values (ConfigError / InputError otherwise)."""
     parse_ds(ds)
-    checked = {
-        "ds": ds,
-        "top_n": whole("top_n", params.get("top_n"), 1, MAX_TOP_N),
-        "min_film_ratings": whole("min_film_ratings", params.get("min_film_ratings"), 1),
-        "max_epochs": whole("max_epochs", params.get("max_epochs"), 1),
-        "max_minutes": number("max_minutes", params.get("max_minutes"), 0.0, strict=True),
-        "seed": whole("seed", params.get("seed"), 0, 2**32 - 1),
-        "min_model_ratio": number("min_model_ratio", params.get("min_model_ratio"), 0.0),
-        "keep": whole("keep", params.get("keep"), 1),
-    }
-    conn_id = params.get("sql_conn_id", "")
-    if not isinstance(conn_id, str) or not CONN_ID.match(conn_id):
-        raise ConfigError(f"param sql_conn_id must be a connection id (letters, digits, _ . -), got {conn_id!r}")
-    checked["sql_conn_id"] = conn_id
+    checked: dict = {"ds": ds}
+    for name, spec in RUN_PARAMS.items():
+        checked[name] = checked_param(name, spec, params.get(name))
     if "://" not in raw and not os.path.isdir(raw):
         raise InputError(f"the raw drop directory {raw} does not exist (Variable recsys_raw_dir / $RECSYS_RAW_DIR)")
 

@@ -49,7 +49,8 @@ seconds = time.perf_counter() - t0
 dag = next(v for v in vars(module).values() if type(v).__name__ == "DAG")
 print(json.dumps({
     "seconds": seconds,
-    "heavy": sorted(m for m in ("torch", "pyspark", "recsys_core", "pandas") if m in sys.modules),
+    "heavy": sorted(m for m in ("torch", "pyspark", "pandas", "numpy") if m in sys.modules),
+    "recsys_core": sorted(m for m in sys.modules if m.startswith("recsys_core")),
     "tasks": {t.task_id: {"retries": t.retries, "backoff": bool(t.retry_exponential_backoff),
                           "timeout": t.execution_timeout.total_seconds() if t.execution_timeout else None,
                           "pool": t.pool, "queue": t.queue, "downstream": sorted(t.downstream_task_ids),
@@ -69,6 +70,7 @@ def test_dag_parses_fast_without_heavy_imports_and_with_retries_everywhere():
     info = json.loads(out.strip().splitlines()[-1])
     assert info["seconds"] < 1.0, info["seconds"]
     assert info["heavy"] == []
+    assert info["recsys_core"] == ["recsys_core", "recsys_core.defaults"]  # the Params' defaults only
     tasks = info["tasks"]
     assert sorted(tasks) == sorted(TASKS)
     for upstream, downstream in itertools.pairwise(TASKS):

@@ -124,8 +124,14 @@ def test_gpu_worker_and_the_queues_and_pool_of_the_dags():
     for queue in re.findall(r"""\bqueue\s*=\s*["'](\w+)["']""", dags):
         assert queue in queues.values(), f"no Celery worker serves queue {queue}"
     init = (DOCKER / "airflow" / "init.sh").read_text()
-    for pool in re.findall(r"""\bpool\s*=\s*["'](\w+)["']""", dags):
+    # pools named literally (pool="x") or through a constant (POOL = "x"; pool=POOL)
+    pools = set(re.findall(r"""\bpool\s*=\s*["'](\w+)["']""", dags))
+    for constant in re.findall(r"""\bpool\s*=\s*([A-Z_]+)\b""", dags):
+        pools.update(re.findall(rf"""^{constant}\s*=\s*["'](\w+)["']""", dags, re.MULTILINE))
+    assert pools, "no pool found in the DAG files"
+    for pool in pools:
         assert re.search(rf"airflow pools set {pool}\b", init), f"pool {pool} is never created"
+        assert re.search(rf"airflow pools set {pool}\b", (ROOT / "Makefile").read_text()), f"make does not create {pool}"
 
 
 def test_spark_connection_and_shared_paths():

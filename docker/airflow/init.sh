@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-shot setup of docker/compose.yaml, run by the airflow-init service as root before any
 # other Airflow service starts (they wait for it to complete): the metadata schema, the
-# `gpu` pool, the UI login, and the ownership of the shared volumes. Safe to re-run.
+# `recsys_warehouse` pool, the UI login, and the ownership of the shared volumes. Safe to re-run.
 set -euo pipefail
 
 uid="$(id -u airflow)"
@@ -10,9 +10,11 @@ passwords="${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE:?must name the pa
 echo "airflow-init: metadata database"
 airflow db migrate
 
-# One slot: the gpu-worker has one GPU, and train and score must not share it.
-echo "airflow-init: pool gpu (${RECSYS_GPU_POOL_SLOTS:-1} slot)"
-airflow pools set gpu "${RECSYS_GPU_POOL_SLOTS:-1}" "GPU tasks (train, score): one per GPU on the gpu-worker"
+# One slot: every task of the DAG that writes the warehouse is in this pool, so scheduled
+# runs, manual runs and backfills never write at once (train and score, on the gpu queue,
+# therefore never share the GPU either).
+echo "airflow-init: pool recsys_warehouse (1 slot)"
+airflow pools set recsys_warehouse 1 "one writer per warehouse (every writing task of the DAG)"
 
 # SimpleAuthManager reads the login from this file; write the configured admin password so
 # that it is not a generated one. Development default: admin / admin (compose.yaml).

@@ -28,6 +28,7 @@ import logging
 import os
 import time
 
+from recsys_core import defaults
 from recsys_core.errors import ConfigError, InputError, reading
 from recsys_core.fs_swap import exists, is_dir, read_json
 from recsys_core.model_version import current_model_version, mismatch
@@ -82,8 +83,8 @@ def run_publish(
     warehouse: Warehouse | str | os.PathLike[str],
     ds: str,
     sql_url: str | None = None,
-    keep: int = 30,
-    table: str = "recommendations",
+    keep: int = defaults.KEEP,
+    table: str = defaults.SQL_TABLE,
     schema: str | None = None,
     hook: Hook | None = None,
     batch_rows: int = 100_000,

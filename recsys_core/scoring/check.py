@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow.parquet as pq
 
-from recsys_core import fs_swap
+from recsys_core import defaults, fs_swap
 from recsys_core.data.features import load_features
 from recsys_core.errors import ConfigError, InputError, reading
 from recsys_core.model_version import current_model_version, mismatch
@@ -156,7 +156,7 @@ def check_labels(report: Report, table) -> None:
         report.fail("model_version", len(versions), "model_version values (expected one)", versions)
 
 
-def run_check(warehouse: Warehouse, ds: str, min_model_ratio: float = 1.1) -> Report:
+def run_check(warehouse: Warehouse, ds: str, min_model_ratio: float = defaults.MIN_MODEL_RATIO) -> Report:
     """Check ``recommendations`` staging for ``ds``; raise ``GateFailed`` with the report."""
     if not min_model_ratio >= 0:
         raise ConfigError(f"--min-model-ratio must be >= 0, got {min_model_ratio}")

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from recsys_core import fs_swap
+from recsys_core import defaults, fs_swap
 from recsys_core.data.csr import RatingsCSR
 from recsys_core.data.features import load_features
 from recsys_core.device import autocast, select_device
@@ -44,10 +44,10 @@ PROGRESS_SECONDS = 30.0
 
 @dataclass
 class ScoreConfig:
-    top_n: int = 100
-    device: str = "auto"
-    batch_size: int = 2048
-    min_user_films: int = 1  # fewer vocabulary ratings than this: popularity fallback
+    top_n: int = defaults.TOP_N
+    device: str = defaults.DEVICE
+    batch_size: int = defaults.SCORE_BATCH_USERS
+    min_user_films: int = defaults.MIN_USER_FILMS  # fewer vocabulary ratings than this: popularity fallback
 
     def validate(self) -> None:
         for name in ("top_n", "batch_size", "min_user_films"):

@@ -19,6 +19,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, FloatType
 
+from recsys_core import defaults
 from recsys_core.data.schemas import NO_GENRES
 from recsys_core.data.vocab import ids_hash, names_hash
 from recsys_core.errors import ConfigError, InputError
@@ -112,7 +113,8 @@ def user_vectors(ratings: DataFrame, films: DataFrame, n_ratings: int) -> DataFr
     )
 
 
-def run_features(spark: SparkSession, warehouse: Warehouse, ds: str, min_film_ratings: int = 1) -> dict:
+def run_features(spark: SparkSession, warehouse: Warehouse, ds: str,
+                 min_film_ratings: int = defaults.MIN_FILM_RATINGS) -> dict:  # fmt: skip
     """Build and publish ``features/ds=…``; returns the manifest."""
     if min_film_ratings < 1:
         raise ConfigError(f"--min-film-ratings must be >= 1, got {min_film_ratings}")

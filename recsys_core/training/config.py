@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from recsys_core import defaults
 from recsys_core.device import DEVICES
 from recsys_core.errors import ConfigError
 from recsys_core.models.film_ae import FilmAEConfig
@@ -19,10 +20,10 @@ SAMPLED_SOFTMAX = ("auto", "on", "off")
 
 @dataclass
 class TrainConfig:
-    seed: int = 42
-    device: str = "auto"  # one of recsys_core.device.DEVICES
-    max_epochs: int = 50
-    max_minutes: float = 25.0  # wall-time cap of the item-item fit + user-AE loop (checked before every batch)
+    seed: int = defaults.SEED
+    device: str = defaults.DEVICE  # one of recsys_core.device.DEVICES
+    max_epochs: int = defaults.MAX_EPOCHS
+    max_minutes: float = defaults.MAX_MINUTES  # wall-time cap of the item-item fit + user-AE loop (checked before every batch)
     patience: int = 20  # epochs without a better validation NDCG@10 before stopping
     batch_size: int | None = None  # None: auto_batch_size(number of training users)
     lr: float = 3e-3
