@@ -19,14 +19,19 @@ USER_WEIGHTS = "user_ae.pt"  # = training.artifacts.USER_WEIGHTS
 CHUNK = 8 << 20
 
 
+def version_string(ds: str, digest: hashlib._Hash) -> str:
+    """``<ds>-<first 12 hex of the sha256 digest of the user-AE weight file>``: the one format."""
+    return f"{ds}-{digest.hexdigest()[:12]}"
+
+
 def model_version(model_dir: str, ds: str) -> str:
-    """The version of the weights in ``model_dir`` (the model of ``ds``)."""
+    """The version of the weights in ``model_dir`` (the model of ``ds``), read in chunks."""
     fs, inner = fs_swap.filesystem(f"{model_dir}/{USER_WEIGHTS}")
     digest = hashlib.sha256()
     with fs.open_input_stream(inner) as f:
         while chunk := f.read(CHUNK):
             digest.update(chunk)
-    return f"{ds}-{digest.hexdigest()[:12]}"
+    return version_string(ds, digest)
 
 
 def current_model_version(model_dir: str, ds: str) -> str:

@@ -14,7 +14,6 @@ counts) beside the Parquet files; ``jobs/check.py`` reads it from there and
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from recsys_core.data.csr import RatingsCSR
 from recsys_core.data.features import load_features
 from recsys_core.device import autocast, select_device
 from recsys_core.errors import ConfigError
+from recsys_core.model_version import model_version
 from recsys_core.models.user_ae import UserAE, encode_users, user_batch
 from recsys_core.paths import Warehouse
 from recsys_core.progress import Progress
@@ -55,14 +55,6 @@ class ScoreConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.top_n > 32767:
             raise ConfigError(f"--top-n must be <= 32767 (rank is a smallint), got {self.top_n}")
-
-
-def model_version(model_dir: str, ds: str) -> str:
-    """``<ds of the model>-<first 12 hex of sha256 of the user-AE weights>``."""
-    fs, inner = fs_swap.filesystem(f"{model_dir}/{artifacts.USER_WEIGHTS}")
-    with fs.open_input_stream(inner) as f:
-        digest = hashlib.sha256(f.read()).hexdigest()[:12]
-    return f"{ds}-{digest}"
 
 
 def rows_table(user_ids: np.ndarray, films: np.ndarray, scores: np.ndarray, count: np.ndarray,

@@ -47,6 +47,7 @@ from pyspark.sql.pandas.types import from_arrow_schema
 from recsys_core.data.csr import RatingsCSR, indptr_from_counts
 from recsys_core.device import select_device
 from recsys_core.errors import ConfigError, InputError
+from recsys_core.model_version import version_string
 from recsys_core.models.user_ae import UserAE, UserAEConfig
 from recsys_core.paths import Warehouse, staging_path
 from recsys_core.publish.contract import SCHEMA
@@ -233,7 +234,7 @@ def run_spark_scoring(spark: SparkSession, warehouse: Warehouse, ds: str, config
     artifacts.check_vocabulary(model_manifest, features_manifest, model_dir)
     weights = _read_bytes(spark, f"{model_dir}/{artifacts.USER_WEIGHTS}",
                           f"{model_dir}/{artifacts.USER_WEIGHTS} is missing: re-run the train job for ds={ds}")
-    version = f"{ds}-{hashlib.sha256(weights).hexdigest()[:12]}"  # = score.model_version
+    version = version_string(ds, hashlib.sha256(weights))  # the bytes are here already: no second read
 
     users = spark.read.parquet(f"{features_dir}/users").select(*USER_COLUMNS)
     encodable = F.coalesce(F.size("film_idx"), F.lit(0)) >= config.min_user_films
