@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,16 +39,20 @@ from recsys_core.data.synthetic_films import (
     write_header,
     write_movies_and_links,
 )
+from recsys_core.data.synthetic_shape import (  # noqa: F401 (FULL_*: the generator's public figures)
+    FULL_FILMS,
+    FULL_GENOME_FILMS,
+    FULL_RATINGS,
+    FULL_TAG_APPLICATIONS,
+    FULL_USERS,
+    GENOME_TAGS,
+    Catalogue,
+    Shape,
+)
 from recsys_core.progress import Progress
 
 log = logging.getLogger(__name__)
 
-FULL_USERS = 283_228
-FULL_FILMS = 58_098
-FULL_RATINGS = 27_753_444
-FULL_GENOME_FILMS = 13_176
-FULL_TAG_APPLICATIONS = 1_108_997
-GENOME_TAGS = 1_128
 MAX_MOVIE_ID_RATIO = 193_886 / FULL_FILMS  # movieIds are sparse, up to ~194K at full scale
 
 T_START = 789_652_009  # 1995-01-09 UTC
@@ -90,45 +93,6 @@ POPULARITY_KNOTS = np.array(
     ],
     dtype=np.float64,
 )
-
-@dataclass(frozen=True)
-class Shape:
-    """Row counts of a generated drop at a given scale."""
-
-    users: int
-    films: int
-    ratings: int
-    genome_films: int
-    genome_tags: int
-    tag_applications: int
-
-    @classmethod
-    def at_scale(cls, scale: float, genome_tags: int = GENOME_TAGS) -> Shape:
-        if not (0 < scale <= 10):
-            raise ValueError(f"--scale must be in (0, 10], got {scale}")
-        if genome_tags < 1:
-            raise ValueError(f"genome_tags must be >= 1, got {genome_tags}")
-        users = max(20, round(FULL_USERS * scale))
-        films = max(50, round(FULL_FILMS * min(scale, 1.0) ** 0.5 * max(scale, 1.0)))
-        ratings = max(users, round(FULL_RATINGS * scale))
-        ratings = min(ratings, users * films // 3)
-        genome_films = max(1, round(films * FULL_GENOME_FILMS / FULL_FILMS))
-        tag_apps = round(FULL_TAG_APPLICATIONS * scale)
-        return cls(users, films, ratings, genome_films, genome_tags, tag_apps)
-
-
-@dataclass
-class Catalogue:
-    """Everything about the films that rating generation needs."""
-
-    movie_ids: np.ndarray  # int32, ascending
-    latent: np.ndarray  # (films, LATENT_DIM) float32
-    bias: np.ndarray  # (films,) float32, quality
-    popularity: np.ndarray  # (films,) float64, sums to 1
-    segment_cdf: np.ndarray  # (N_SEGMENTS + 1, films) stacked CDFs, last row = plain popularity
-    segment_logp: np.ndarray  # same rows, log-probabilities (for exact sampling)
-    centres: np.ndarray  # (N_SEGMENTS, LATENT_DIM) taste segment centres
-
 
 def popularity_curve(n_films: int) -> np.ndarray:
     """Relative popularity by rank (rank 0 first) for a catalogue of n_films."""

@@ -11,14 +11,12 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-if TYPE_CHECKING:  # the generator imports this module; its types are for annotations only
-    from recsys_core.data.generator import Catalogue, Shape
+from recsys_core.data.synthetic_shape import Catalogue, Shape
 
 GENRES = {  # name: share of films carrying it
     "Action": 0.13, "Adventure": 0.07, "Animation": 0.05, "Children": 0.05,
