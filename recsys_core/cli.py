@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=42)
     ev.add_argument("--top-n", type=int, default=100, help="length of the lists (>= 100; default 100)")
     ev.add_argument("--methods", default="",
-                    help="comma list of model,popularity,ease,item_knn,als_explicit,als_implicit (default all)")
+                    help="comma list of methods to run, e.g. model,ease,edlae_recency (default: all of them; "
+                         "an unknown name is refused with the list of known ones)")
     ev.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
                     help="training and scoring device (default: the training default, auto)")
     ev.add_argument("--work-dir", default=None, help="scratch for the split and warehouse (default OUT/work)")

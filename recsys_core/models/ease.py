@@ -4,7 +4,8 @@
 ``B = -P / diag(P)`` off the diagonal, ``P = (X^T X + l2 I)^-1``, for a users x films binary
 matrix ``X``. The nightly item-item term (``recsys_core.training.item_item``) prunes this
 ``B``; the evaluation's EASE and item-kNN baselines (``recsys_core.evaluation.baselines``)
-build on the same Gram matrix and precision matrix.
+build on the same Gram matrix and precision matrix (the EASE family, EDLAE and DLAE
+included, in ``recsys_core.evaluation.baselines_linear``).
 
 The Gram matrix ``X^T X`` is built in blocks of films as sparse products (films x users) @
 (users x films): the full release never materializes a dense users x films matrix. The
