@@ -11,25 +11,26 @@ Writes ``_staging/recommendations/ds=…/`` for ``jobs/check.py`` and ``jobs/pub
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
-from recsys_core.entrypoint import run_main
+from recsys_core import defaults
+from recsys_core.entrypoint import JobArgumentParser, locked, run_main, whole
 from recsys_core.paths import Warehouse
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = JobArgumentParser(description=__doc__)
     parser.add_argument("--warehouse", required=True, help="warehouse root (directory or URI)")
     parser.add_argument("--ds", required=True, help="logical date YYYY-MM-DD")
-    parser.add_argument("--top-n", type=int, default=100, help="films per user (default 100)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                        help="on each executor: auto = CUDA when available, else CPU")
-    parser.add_argument("--batch-size", type=int, default=2048, help="users per scoring batch (default 2048)")
-    parser.add_argument("--min-user-films", type=int, default=1,
-                        help="users with fewer vocabulary ratings get the most popular unseen films (default 1)")
-    parser.add_argument("--torch-threads", type=int, default=0,
+    parser.add_argument("--top-n", type=whole, default=defaults.TOP_N, help="films per user (default %(default)s)")
+    parser.add_argument("--device", default=defaults.DEVICE, choices=["auto", "cpu", "cuda"],
+                        help="on each executor: auto = CUDA when available, else CPU (default %(default)s)")
+    parser.add_argument("--batch-size", type=whole, default=defaults.SCORE_BATCH_USERS,
+                        help="users per scoring batch (default %(default)s)")
+    parser.add_argument("--min-user-films", type=whole, default=defaults.MIN_USER_FILMS,
+                        help="users with fewer vocabulary ratings get the most popular unseen films (default %(default)s)")
+    parser.add_argument("--torch-threads", type=whole, default=0,
                         help="torch threads per scoring task (default 0: the task's cores, spark.task.cpus)")
     args = parser.parse_args(argv)
 
@@ -39,9 +40,10 @@ def main(argv: list[str] | None = None) -> int:
 
     config = ScoreConfig(top_n=args.top_n, device=args.device, batch_size=args.batch_size,
                          min_user_films=args.min_user_films)  # fmt: skip
-    spark = get_spark(f"score ds={args.ds}")
-    print(json.dumps(run_spark_scoring(spark, Warehouse(args.warehouse), args.ds, config, args.torch_threads),
-                     indent=2))  # fmt: skip
+    with locked(args.warehouse, "score", args.ds):
+        spark = get_spark(f"score ds={args.ds}")
+        summary = run_spark_scoring(spark, Warehouse(args.warehouse), args.ds, config, args.torch_threads)
+    print(json.dumps(summary, indent=2))
     return 0
 
 
