@@ -118,11 +118,13 @@ def test_latin1_file_fails_by_default_naming_file_line_and_hint(spark, tmp_path)
 @pytest.mark.parametrize(("encoding", "ratings_encoding"), [
     ("latin-1", "latin-1"), (["latin1", "ratings.csv=utf-8"], "utf-8")])
 def test_latin1_file_reads_correctly_with_encoding(spark, tmp_path, encoding, ratings_encoding):
-    raw = drop(tmp_path / "raw", {"movies.csv": LATIN1_MOVIES, "ratings.csv": RATINGS.replace("1,2,", "1,29,")})
+    movies = LATIN1_MOVIES + "5,Café Society (2016),Comedy\n".encode()  # a UTF-8 line: read as UTF-8
+    raw = drop(tmp_path / "raw", {"movies.csv": movies, "ratings.csv": RATINGS.replace("1,2,", "1,29,")})
     summary = ingest(spark, raw, tmp_path / "wh", encoding=encoding)
     titles = {r["movieId"]: r["title"] for r in snapshot(tmp_path / "wh", "movies")}
     assert titles[29] == "City of Lost Children, The (Cité des enfants perdus, La) (1995)"
     assert titles[3] == "Léon: The Professional (1994)"
+    assert titles[5] == "Café Society (2016)"  # not "CafÃ© Society"
     assert summary.files["movies.csv"].encoding == "latin-1" and summary.files["ratings.csv"].encoding == ratings_encoding
     manifest = json.loads((Path(Warehouse(str(tmp_path / "wh")).snapshot(DS)) / "manifest.json").read_text())
     assert manifest["layout"] == "csv" and manifest["files"]["movies.csv"]["encoding"] == "latin-1"

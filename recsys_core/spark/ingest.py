@@ -127,7 +127,7 @@ def _reject_duplicate_ids(frame: SourceFrame, key: str) -> DataFrame:
     typed = with_typed(frame.df, spec)
     order = Window.partitionBy(key).orderBy(row_reason(spec, rules).isNotNull(), BLOCK, POS)
     typed = typed.withColumn("_n", F.row_number().over(order))
-    return tag_rejects(typed, spec, frame.encoding, rules + [(F.col("_n") > 1, f"duplicate:{key}")], drop=["_n"])
+    return tag_rejects(typed, spec, rules + [(F.col("_n") > 1, f"duplicate:{key}")], drop=["_n"])
 
 
 def _movies(frame: SourceFrame) -> DataFrame:
@@ -155,7 +155,7 @@ def _ratings(frame: SourceFrame, movie_ids: DataFrame) -> DataFrame:
         (F.col("_movie_known").isNull(), "unknown_movie"),
     ]
     typed = _known(with_typed(frame.df, spec), movie_ids, "movieId", "_movie_known")
-    return tag_rejects(typed, spec, frame.encoding, rules, drop=["_movie_known"])
+    return tag_rejects(typed, spec, rules, drop=["_movie_known"])
 
 
 def _genome_scores(frame: SourceFrame, movie_ids: DataFrame, tag_ids: DataFrame) -> DataFrame:
@@ -169,7 +169,7 @@ def _genome_scores(frame: SourceFrame, movie_ids: DataFrame, tag_ids: DataFrame)
     ]
     typed = _known(with_typed(frame.df, spec), movie_ids, "movieId", "_movie_known")
     typed = _known(typed, tag_ids, "tagId", "_tag_known")
-    return tag_rejects(typed, spec, frame.encoding, rules, drop=["_movie_known", "_tag_known"])
+    return tag_rejects(typed, spec, rules, drop=["_movie_known", "_tag_known"])
 
 
 def _tags(frame: SourceFrame, movie_ids: DataFrame) -> DataFrame:
@@ -179,7 +179,7 @@ def _tags(frame: SourceFrame, movie_ids: DataFrame) -> DataFrame:
         (F.col("_movie_known").isNull(), "unknown_movie"),
     ]
     typed = _known(with_typed(frame.df, spec), movie_ids, "movieId", "_movie_known")
-    return tag_rejects(typed, spec, frame.encoding, rules, drop=["_movie_known"])
+    return tag_rejects(typed, spec, rules, drop=["_movie_known"])
 
 
 def _links(frame: SourceFrame, movie_ids: DataFrame) -> DataFrame:
@@ -189,7 +189,7 @@ def _links(frame: SourceFrame, movie_ids: DataFrame) -> DataFrame:
         (F.col("_movie_known").isNull(), "unknown_movie"),
     ]
     typed = _known(with_typed(frame.df, spec), movie_ids, "movieId", "_movie_known")
-    return tag_rejects(typed, spec, frame.encoding, rules, drop=["_movie_known"])
+    return tag_rejects(typed, spec, rules, drop=["_movie_known"])
 
 
 class _Run:

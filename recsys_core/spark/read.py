@@ -90,26 +90,32 @@ def raw(name: str) -> Column:
 
 
 def decoded(encoding: str, line: Column | None = None) -> Column:
-    """The text of a line's bytes in ``encoding`` (UTF-8: the bytes as they are)."""
+    """The text of a line's bytes: as UTF-8 when they are valid UTF-8, else in ``encoding``.
+
+    A line that is valid UTF-8 is read as UTF-8 whatever the file's encoding: files
+    re-saved in parts mix the two, and Latin-1 text that happens to be valid UTF-8 with
+    non-ASCII bytes (``Ã©``) is itself the mark of such a mix, never a title.
+    """
     line = F.col(LINE) if line is None else line
     if encoding == UTF8:
         return line
     text = F.decode(line.cast("binary"), JAVA_CHARSET[encoding])  # single-byte: never fails
-    return F.translate(text, CP1252_FROM, CP1252_TO) if encoding == CP1252 else text
+    if encoding == CP1252:
+        text = F.translate(text, CP1252_FROM, CP1252_TO)
+    return F.when(F.is_valid_utf8(line), line).otherwise(text)
 
 
-def escaped_line(encoding: str) -> Column:
-    """The line as text, losslessly: backslashes doubled, and when its bytes do not decode in
-    ``encoding`` (only UTF-8 can fail), every byte >= 0x80 written as ``\\xNN``."""
-    text = F.replace(decoded(encoding), F.lit("\\"), F.lit("\\\\"))
-    if encoding != UTF8:
-        return text
-    as_bytes = F.replace(F.decode(F.col(LINE).cast("binary"), "ISO-8859-1"), F.lit("\\"), F.lit("\\\\"))
+def escaped_line() -> Column:
+    """The line's bytes as text, losslessly: as UTF-8 when they are valid UTF-8, else with
+    every byte >= 0x80 written as ``\\xNN``; backslashes doubled in both cases."""
+    line = F.col(LINE)
+    text = F.replace(line, F.lit("\\"), F.lit("\\\\"))
+    as_bytes = F.replace(F.decode(line.cast("binary"), "ISO-8859-1"), F.lit("\\"), F.lit("\\\\"))
     per_char = F.transform(
         F.split(as_bytes, ""),
         lambda c: F.when(F.ascii(c) >= 128, F.concat(F.lit("\\x"), F.lower(F.hex(F.ascii(c))))).otherwise(c),
     )
-    return F.when(F.is_valid_utf8(LINE), text).otherwise(F.array_join(per_char, ""))
+    return F.when(F.is_valid_utf8(line), text).otherwise(F.array_join(per_char, ""))
 
 
 def read_source(

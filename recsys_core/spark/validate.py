@@ -64,14 +64,13 @@ def row_reason(spec: FileSpec, rules: Sequence[tuple[Column, str]]) -> Column:
 
 
 def tag_rejects(
-    df: DataFrame, spec: FileSpec, encoding: str, rules: Sequence[tuple[Column, str]], drop: Sequence[str] = ()
+    df: DataFrame, spec: FileSpec, rules: Sequence[tuple[Column, str]], drop: Sequence[str] = ()
 ) -> DataFrame:
     """Typed columns plus ``reason``, and for rejected rows only: ``record``, ``raw`` and
     the line's position (``_block``, ``_pos``; null for valid rows, which need none).
 
     ``df`` comes from :func:`with_typed` on a ``read_source`` frame (possibly joined with
-    lookup columns, named in ``drop`` so they do not leak into the output); ``encoding`` is
-    the one the file was read with, for ``raw``.
+    lookup columns, named in ``drop`` so they do not leak into the output).
     """
     tagged = df.withColumn(REASON, row_reason(spec, rules))
     rejected = F.col(REASON).isNotNull()
@@ -79,7 +78,7 @@ def tag_rejects(
     tagged = tagged.select(
         "*",
         F.when(rejected & F.col(STRUCTURAL).isNull(), record).alias(RECORD),
-        F.when(rejected, escaped_line(encoding)).alias(RAW_LINE),
+        F.when(rejected, escaped_line()).alias(RAW_LINE),
     )
     tagged = tagged.withColumn(BLOCK, F.when(rejected, F.col(BLOCK))).withColumn(POS, F.when(rejected, F.col(POS)))
     return tagged.drop(*[RAW_PREFIX + n for n in spec.column_names], STRUCTURAL, LINE, *drop)
