@@ -28,7 +28,7 @@ import codecs
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from recsys_core.data import schemas as S
+from recsys_core.data import schemas
 from recsys_core.errors import ConfigError, InputError
 
 UTF8 = "utf-8"
@@ -58,7 +58,7 @@ class Source:
     ``genre_flags`` (u.item only) names the trailing 0/1 fields that make up ``genres``.
     """
 
-    spec: S.FileSpec
+    spec: schemas.FileSpec
     filename: str
     sep: str
     header: bool
@@ -88,11 +88,11 @@ class Layout:
         return [s.filename for s in self.sources]
 
 
-def _csv(spec: S.FileSpec) -> Source:
+def _csv(spec: schemas.FileSpec) -> Source:
     return Source(spec, spec.filename, ",", header=True, quoting=True)
 
 
-def _dat(spec: S.FileSpec, filename: str) -> Source:
+def _dat(spec: schemas.FileSpec, filename: str) -> Source:
     return Source(spec, filename, "::", header=False, quoting=False, fields=tuple(spec.column_names))
 
 
@@ -100,21 +100,21 @@ CSV = Layout(
     "csv",
     "GroupLens CSV (20M, 25M, 32M, latest, latest-small): header row, RFC 4180 quoting",
     UTF8,
-    tuple(_csv(spec) for spec in S.ALL_FILES),
-    markers=tuple(spec.filename for spec in S.ALL_FILES),
+    tuple(_csv(spec) for spec in schemas.ALL_FILES),
+    markers=tuple(spec.filename for spec in schemas.ALL_FILES),
 )
 ML_10M = Layout(
     "ml-10m",
     "MovieLens 10M: ratings.dat, movies.dat, tags.dat ('::' separated, no header)",
     UTF8,
-    (_dat(S.RATINGS, "ratings.dat"), _dat(S.MOVIES, "movies.dat"), _dat(S.TAGS, "tags.dat")),
+    (_dat(schemas.RATINGS, "ratings.dat"), _dat(schemas.MOVIES, "movies.dat"), _dat(schemas.TAGS, "tags.dat")),
     markers=("ratings.dat", "movies.dat", "tags.dat"),
 )
 ML_1M = Layout(
     "ml-1m",
     "MovieLens 1M: ratings.dat, movies.dat, users.dat ('::' separated, no header, Latin-1)",
     LATIN1,
-    (_dat(S.RATINGS, "ratings.dat"), _dat(S.MOVIES, "movies.dat")),
+    (_dat(schemas.RATINGS, "ratings.dat"), _dat(schemas.MOVIES, "movies.dat")),
     markers=("ratings.dat", "movies.dat", "users.dat"),
 )
 ML_100K = Layout(
@@ -122,9 +122,9 @@ ML_100K = Layout(
     "MovieLens 100K: u.data (tab separated), u.item ('|' separated, genre flags), no header, Latin-1",
     LATIN1,
     (
-        Source(S.RATINGS, "u.data", "\t", header=False, quoting=False, fields=tuple(S.RATINGS.column_names)),
+        Source(schemas.RATINGS, "u.data", "\t", header=False, quoting=False, fields=tuple(schemas.RATINGS.column_names)),
         Source(
-            S.MOVIES,
+            schemas.MOVIES,
             "u.item",
             "|",
             header=False,

@@ -19,10 +19,10 @@ import logging
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from recsys_core.data import schemas as S
+from recsys_core.data import schemas
 from recsys_core.data.layouts import (
     LAYOUTS,
     UTF8,
@@ -34,7 +34,7 @@ from recsys_core.data.layouts import (
 from recsys_core.dates import as_of_cutoff
 from recsys_core.errors import ConfigError, InputError
 from recsys_core.paths import Warehouse, staging_path
-from recsys_core.spark import fs
+from recsys_core.spark import fs, row_rules
 from recsys_core.spark.read import SourceFrame, not_decodable_message, read_source
 from recsys_core.spark.validate import (
     BLOCK,
@@ -42,11 +42,6 @@ from recsys_core.spark.validate import (
     RAW_LINE,
     REASON,
     RECORD,
-    positive_id_rules,
-    raw,
-    row_reason,
-    tag_rejects,
-    with_typed,
 )
 
 log = logging.getLogger(__name__)
@@ -117,81 +112,6 @@ def _iso(epoch: int | None) -> str | None:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
-def _reject_duplicate_ids(frame: SourceFrame, key: str) -> DataFrame:
-    """Tag rows; of the valid rows sharing ``key``, keep the first in file order, reject the rest.
-
-    (``_block``, ``_pos``) = (offset of the file split, line within it) is the file's order.
-    """
-    spec = frame.source.spec
-    rules = positive_id_rules(key)
-    typed = with_typed(frame.df, spec)
-    order = Window.partitionBy(key).orderBy(row_reason(spec, rules).isNotNull(), BLOCK, POS)
-    typed = typed.withColumn("_n", F.row_number().over(order))
-    return tag_rejects(typed, spec, rules + [(F.col("_n") > 1, f"duplicate:{key}")], drop=["_n"])
-
-
-def _movies(frame: SourceFrame) -> DataFrame:
-    return _reject_duplicate_ids(frame, "movieId")
-
-
-def _genome_tags(frame: SourceFrame) -> DataFrame:
-    return _reject_duplicate_ids(frame, "tagId")
-
-
-def _known(df: DataFrame, ids: DataFrame, key: str, flag: str) -> DataFrame:
-    """Left-join a small id table (broadcast) and add a boolean ``flag``: id is known."""
-    lookup = ids.select(F.col(key).alias(f"_{flag}_id")).withColumn(flag, F.lit(True))
-    return df.join(F.broadcast(lookup), df[key] == F.col(f"_{flag}_id"), "left").drop(f"_{flag}_id")
-
-
-def _ratings(frame: SourceFrame, movie_ids: DataFrame) -> DataFrame:
-    spec = S.RATINGS
-    r = F.col("rating")
-    rules = positive_id_rules("userId", "movieId") + [
-        (F.isnan(r), "rating_nan"),
-        ((r < S.MIN_RATING) | (r > S.MAX_RATING), "rating_out_of_range"),
-        (r * 2 != F.floor(r * 2), "rating_off_half_star_grid"),
-        (F.col("timestamp") < 0, "negative_timestamp"),
-        (F.col("_movie_known").isNull(), "unknown_movie"),
-    ]
-    typed = _known(with_typed(frame.df, spec), movie_ids, "movieId", "_movie_known")
-    return tag_rejects(typed, spec, rules, drop=["_movie_known"])
-
-
-def _genome_scores(frame: SourceFrame, movie_ids: DataFrame, tag_ids: DataFrame) -> DataFrame:
-    spec = S.GENOME_SCORES
-    rel = F.col("relevance")
-    rules = positive_id_rules("movieId", "tagId") + [
-        (F.isnan(rel), "relevance_nan"),
-        ((rel < 0) | (rel > 1), "relevance_out_of_range"),
-        (F.col("_movie_known").isNull(), "unknown_movie"),
-        (F.col("_tag_known").isNull(), "unknown_tag"),
-    ]
-    typed = _known(with_typed(frame.df, spec), movie_ids, "movieId", "_movie_known")
-    typed = _known(typed, tag_ids, "tagId", "_tag_known")
-    return tag_rejects(typed, spec, rules, drop=["_movie_known", "_tag_known"])
-
-
-def _tags(frame: SourceFrame, movie_ids: DataFrame) -> DataFrame:
-    spec = S.TAGS
-    rules = positive_id_rules("userId", "movieId") + [
-        (F.col("timestamp") < 0, "negative_timestamp"),
-        (F.col("_movie_known").isNull(), "unknown_movie"),
-    ]
-    typed = _known(with_typed(frame.df, spec), movie_ids, "movieId", "_movie_known")
-    return tag_rejects(typed, spec, rules, drop=["_movie_known"])
-
-
-def _links(frame: SourceFrame, movie_ids: DataFrame) -> DataFrame:
-    spec = S.LINKS
-    rules = positive_id_rules("movieId") + [
-        (~raw("imdbId").rlike(r"^[0-9]+$"), "unparsable:imdbId"),
-        (F.col("_movie_known").isNull(), "unknown_movie"),
-    ]
-    typed = _known(with_typed(frame.df, spec), movie_ids, "movieId", "_movie_known")
-    return tag_rejects(typed, spec, rules, drop=["_movie_known"])
-
-
 class _Run:
     """State of one ingest run: where things go and what was counted."""
 
@@ -209,7 +129,7 @@ class _Run:
         self.checked_frames: dict[str, DataFrame] = {}
         self._line_maps: dict[str, Column] = {}
 
-    def checked(self, spec: S.FileSpec, tagged: DataFrame) -> DataFrame:
+    def checked(self, spec: schemas.FileSpec, tagged: DataFrame) -> DataFrame:
         """Write the tagged rows once to scratch parquet; count them by reason and as-of.
 
         For files with a timestamp, the same pass counts the valid rows after ``ds``. A file
@@ -293,18 +213,6 @@ def _as_of(run: _Run, valid: DataFrame) -> DataFrame:
     return valid.filter(F.col("timestamp") < run.cutoff)
 
 
-def _latest_per_pair(ratings: DataFrame) -> DataFrame:
-    """One rating per (userId, movieId): the latest; on equal timestamps, the higher rating.
-
-    Hash-partitioning by userId first satisfies the grouping by (userId, movieId), so the
-    ratings are shuffled once and the snapshot comes out clustered by user.
-    """
-    latest = F.max(F.struct(F.col("timestamp"), F.col("rating"))).alias("last")
-    return ratings.repartition("userId").groupBy("userId", "movieId").agg(latest).select(
-        "userId", "movieId", F.col("last.rating").alias("rating"), F.col("last.timestamp").alias("timestamp")
-    )
-
-
 def _present_files(spark: SparkSession, raw_dir: str) -> list[str]:
     """Which of the files any layout knows are in the drop (existence checks, any filesystem)."""
     names = sorted({m for lay in LAYOUTS.values() for m in lay.markers})
@@ -321,7 +229,7 @@ def read_drop(
     lay = detect_layout(_present_files(spark, raw_dir), layout)
     explicit = parse_encodings(encoding, lay)
     encodings = encoding_map(explicit, lay)
-    frames: dict[str, SourceFrame | None] = {spec.key: None for spec in S.ALL_FILES}
+    frames: dict[str, SourceFrame | None] = {spec.key: None for spec in schemas.ALL_FILES}
     for source in lay.sources:
         frames[source.spec.key] = read_source(
             spark, raw_dir, source, encodings[source.filename], source.filename in explicit
@@ -360,29 +268,29 @@ def run_ingest(
 
 def _ingest(run: _Run, lay: Layout, max_reject_share: float) -> IngestSummary:
     frames = run.frames
-    movies = run.checked(S.MOVIES, _movies(frames["movies"]))
+    movies = run.checked(schemas.MOVIES, row_rules.movies(frames["movies"]))
     valid_movies = run.valid(movies)
     movie_ids = valid_movies.select("movieId")
 
-    ratings = run.checked(S.RATINGS, _ratings(frames["ratings"], movie_ids))
-    run.keep("ratings", _latest_per_pair(_as_of(run, run.valid(ratings))))
+    ratings = run.checked(schemas.RATINGS, row_rules.ratings(frames["ratings"], movie_ids))
+    run.keep("ratings", row_rules.latest_per_pair(_as_of(run, run.valid(ratings))))
     run.keep("movies", valid_movies.orderBy("movieId"))
 
     if frames["genome_tags"] is not None:
-        gtags = run.checked(S.GENOME_TAGS, _genome_tags(frames["genome_tags"]))
+        gtags = run.checked(schemas.GENOME_TAGS, row_rules.genome_tags(frames["genome_tags"]))
         valid_tags = run.valid(gtags)
         run.keep("genome_tags", valid_tags.orderBy("tagId"))
         if frames["genome_scores"] is not None:
             scores = run.checked(
-                S.GENOME_SCORES, _genome_scores(frames["genome_scores"], movie_ids, valid_tags.select("tagId"))
+                schemas.GENOME_SCORES, row_rules.genome_scores(frames["genome_scores"], movie_ids, valid_tags.select("tagId"))
             )
             genome = run.valid(scores).withColumn("relevance", F.col("relevance").cast("float"))
             run.keep("genome", genome)
     if frames["tags"] is not None:
-        tags = run.checked(S.TAGS, _tags(frames["tags"], movie_ids))
+        tags = run.checked(schemas.TAGS, row_rules.tags(frames["tags"], movie_ids))
         run.keep("tags", _as_of(run, run.valid(tags)))
     if frames["links"] is not None:
-        links = run.checked(S.LINKS, _links(frames["links"], movie_ids))
+        links = run.checked(schemas.LINKS, row_rules.links(frames["links"], movie_ids))
         run.keep("links", run.valid(links))
 
     _write_quarantine(run)
@@ -405,7 +313,7 @@ def _ingest(run: _Run, lay: Layout, max_reject_share: float) -> IngestSummary:
             run.reports[key].kept = run.spark.read.parquet(f"{run.snapshot_staging}/{table}").count()
     if rr.kept == 0:
         raise InputError(f"{rr.file}: no valid rating before the end of {run.ds} (as-of cut)")
-    specs = {spec.key: spec for spec in S.ALL_FILES}
+    specs = {spec.key: spec for spec in schemas.ALL_FILES}
     summary = IngestSummary(
         ds=run.ds,
         cutoff_epoch=run.cutoff,
