@@ -14,32 +14,22 @@ from __future__ import annotations
 import json
 import sys
 
-from recsys_core import defaults
 from recsys_core.entrypoint import JobArgumentParser, locked, run_main, whole
 from recsys_core.paths import Warehouse
+from recsys_core.scoring.options import add_score_arguments, score_config
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = JobArgumentParser(description=__doc__)
-    parser.add_argument("--warehouse", required=True, help="warehouse root (directory or URI)")
-    parser.add_argument("--ds", required=True, help="logical date YYYY-MM-DD")
-    parser.add_argument("--top-n", type=whole, default=defaults.TOP_N, help="films per user (default %(default)s)")
-    parser.add_argument("--device", default=defaults.DEVICE, choices=["auto", "cpu", "cuda"],
-                        help="on each executor: auto = CUDA when available, else CPU (default %(default)s)")
-    parser.add_argument("--batch-size", type=whole, default=defaults.SCORE_BATCH_USERS,
-                        help="users per scoring batch (default %(default)s)")
-    parser.add_argument("--min-user-films", type=whole, default=defaults.MIN_USER_FILMS,
-                        help="users with fewer vocabulary ratings get the most popular unseen films (default %(default)s)")
+    add_score_arguments(parser, device_help="on each executor: ")
     parser.add_argument("--torch-threads", type=whole, default=0,
                         help="torch threads per scoring task (default 0: the task's cores, spark.task.cpus)")
     args = parser.parse_args(argv)
 
-    from recsys_core.scoring.score import ScoreConfig
     from recsys_core.scoring.spark_scoring import run_spark_scoring
     from recsys_core.spark.session import get_spark
 
-    config = ScoreConfig(top_n=args.top_n, device=args.device, batch_size=args.batch_size,
-                         min_user_films=args.min_user_films)  # fmt: skip
+    config = score_config(args)
     with locked(args.warehouse, "score", args.ds):
         spark = get_spark(f"score ds={args.ds}")
         summary = run_spark_scoring(spark, Warehouse(args.warehouse), args.ds, config, args.torch_threads)

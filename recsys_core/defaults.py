@@ -22,6 +22,8 @@ MIN_MODEL_RATIO = 1.1  # the gate: the model's validation NDCG@10 >= this x popu
 KEEP = 30  # ds partitions the published table keeps
 SQL_TABLE = "recommendations"
 SQL_CONN_ID = "recsys_sql"  # the Airflow Connection of the SQL sink
+MAX_REJECT_SHARE = 0.01  # ingest fails when a file rejects more than this share of its rows
+SCORING_ENGINES = ("local", "spark")  # one process (GPU when present) or Spark executors
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,15 @@ RUN_PARAMS: dict[str, RunParam] = {
     "seed": RunParam(SEED, "integer", "random seed of training", 0, 2**32 - 1),
     "min_model_ratio": RunParam(MIN_MODEL_RATIO, "number", "gate: model NDCG@10 >= this x popularity's", 0),
     "keep": RunParam(KEEP, "integer", "ds partitions kept in the table", 1),
+    "scoring_engine": RunParam(SCORING_ENGINES[0], "string",
+                               "where score runs: local (one process, GPU when present) or spark (the executors "
+                               "of spark_default, for more users than one machine scores in time)",
+                               pattern=r"^(local|spark)$"),
+    "encoding": RunParam("", "string", "ingest: the drop's encoding when it is not UTF-8, for every file "
+                         "(latin-1, cp1252) or FILE=ENC pairs separated by commas; empty: UTF-8",
+                         pattern=r"^[A-Za-z0-9_.=,-]{0,200}$"),
+    "layout": RunParam("auto", "string", "ingest: the GroupLens release layout (auto: detected from the files)",
+                       pattern=r"^(auto|csv|ml-10m|ml-1m|ml-100k)$"),
     "sql_conn_id": RunParam(SQL_CONN_ID, "string", "Airflow connection of the SQL sink (postgres or sqlite)",
                             pattern=r"^[A-Za-z0-9_.-]{1,250}$"),
 }

@@ -50,7 +50,8 @@ def collect_run_metrics(warehouse: Warehouse, ds: str) -> dict:
             "validation": model.get("metrics"),
         },
         "scoring": scoring and {k: scoring.get(k) for k in ("users", "rows", "popularity_users", "top_n",
-                                                             "model_version", "device", "seconds")},
+                                                             "model_version", "device", "seconds", "engine",
+                                                             "master")},
         "check": check,
     }  # fmt: skip
 

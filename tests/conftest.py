@@ -33,6 +33,8 @@ def spark():
         .config("spark.default.parallelism", "2")
         .config("spark.ui.enabled", "false")
         .config("spark.driver.memory", "2g")
+        # Spark's own start-up lines at WARN, as in the jobs (conf/log4j2.properties)
+        .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{ROOT / 'conf' / 'log4j2.properties'}")
         .getOrCreate()
     )
     session.sparkContext.setLogLevel("ERROR")
@@ -58,6 +60,18 @@ def drop_factory(tmp_path):
         return write_drop(tmp_path / f"drop{next(counter)}", files, newline)
 
     return make
+
+
+@pytest.fixture(scope="module")
+def spark_cluster(tmp_path_factory):
+    """A real Spark standalone cluster (a master and one 1-core worker on 127.0.0.1), stopped after the module."""
+    from .cluster import StandaloneCluster
+
+    cluster = StandaloneCluster(tmp_path_factory.mktemp("spark-cluster"), cores=1, memory="1g")
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture(scope="session")

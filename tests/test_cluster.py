@@ -28,7 +28,6 @@ from recsys_core.scoring.check import run_check
 from recsys_core.scoring.score import SCORING_META, ScoreConfig, run_scoring
 from recsys_core.training.train import run_training
 
-from .cluster import StandaloneCluster
 from .conftest import ROOT, VENV_BIN
 from .test_scoring import assert_same_rows
 from .test_training import TINY
@@ -43,12 +42,8 @@ COMMON = ["--conf", "spark.sql.shuffle.partitions=4", "--conf", "spark.default.p
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    spark_cluster = StandaloneCluster(tmp_path_factory.mktemp("spark-cluster"), cores=1, memory="1g")
-    try:
-        yield spark_cluster.start()
-    finally:
-        spark_cluster.stop()
+def cluster(spark_cluster):
+    return spark_cluster
 
 
 def submit(master_args: list[str], script: str, *args: str) -> subprocess.CompletedProcess:

@@ -32,8 +32,13 @@ from .airflow_env import configure_airflow
 from .conftest import ROOT
 
 DAG_ID = "movielens_recommendations"
-TASKS = ["validate", "ingest", "build_features", "train", "score", "check", "publish", "record_metrics"]
-WRITERS = TASKS[1:]  # every task but validate writes to the warehouse
+# the tasks a run with the local scoring engine runs, in order; score_spark is the other branch
+TASKS = ["validate", "ingest", "build_features", "train", "choose_scorer", "score", "check", "publish",
+         "record_metrics"]  # fmt: skip
+ALL_TASKS = [*TASKS, "score_spark"]
+WRITERS = [t for t in ALL_TASKS if t not in ("validate", "choose_scorer")]  # the others write the warehouse
+DOWNSTREAM = {**{a: [b] for a, b in itertools.pairwise(TASKS)}, "choose_scorer": ["score", "score_spark"],
+              "score_spark": ["check"], "record_metrics": []}  # fmt: skip
 POOL = "recsys_warehouse"
 LATE, EARLY = "2018-09-30", "2012-06-30"
 FAST = {"max_epochs": 12, "top_n": 10, "min_model_ratio": 1.0}
@@ -72,9 +77,8 @@ def test_dag_parses_fast_without_heavy_imports_and_with_retries_everywhere():
     assert info["heavy"] == []
     assert info["recsys_core"] == ["recsys_core", "recsys_core.defaults"]  # the Params' defaults only
     tasks = info["tasks"]
-    assert sorted(tasks) == sorted(TASKS)
-    for upstream, downstream in itertools.pairwise(TASKS):
-        assert tasks[upstream]["downstream"] == [downstream]
+    assert sorted(tasks) == sorted(ALL_TASKS)
+    assert {name: t["downstream"] for name, t in tasks.items()} == DOWNSTREAM
     for name, t in tasks.items():
         assert t["retries"] >= 1 and t["backoff"] and t["timeout"], name
         assert (t["pool"] == POOL) == (name in WRITERS), (name, t["pool"])  # one slot for every writer
@@ -328,6 +332,13 @@ def states(run) -> dict[str, str]:
     return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
 
 
+def succeeded(got: dict[str, str], scorer: str = "score") -> bool:
+    """Every task succeeded but the scorer the branch did not choose, which was skipped."""
+    other = "score_spark" if scorer == "score" else "score"
+    return got.get(other) == "skipped" and {t: s for t, s in got.items() if t != other} == dict.fromkeys(
+        set(got) - {other}, "success")
+
+
 def published(warehouse: Path, ds: str) -> pd.DataFrame:
     df = pd.read_parquet(warehouse / "recommendations" / f"ds={ds}")
     return df.sort_values(["user_id", "rank"]).reset_index(drop=True)
@@ -382,7 +393,7 @@ def stored_rendered_fields(run_id: str) -> dict[str, dict]:
 @pytest.mark.slow
 def test_nightly_run_publishes_every_user(nightly):
     wh, table = nightly["wh"], nightly["table"]
-    assert set(nightly["first"].values()) == {"success"}, nightly["first"]
+    assert succeeded(nightly["first"]), nightly["first"]
     users = pd.read_parquet(wh / "features" / f"ds={LATE}" / "users")
     films = pd.read_parquet(wh / "features" / f"ds={LATE}" / "films")
     assert set(table.user_id) == set(users.user_id)
@@ -442,27 +453,35 @@ def sql_rows_at(url: str, ds: str) -> pd.DataFrame:
 
 @pytest.mark.slow
 def test_a_manual_run_without_date_reruns_the_last_day_identically_into_the_connections_sink(
-    the_dag, drop, nightly, airflow_home, request, tmp_path, capfd
+    the_dag, drop, nightly, airflow_home, spark_cluster, request, tmp_path, capfd
 ):
+    """Also the scale-out path: this rerun's Spark jobs go to a standalone cluster through
+    spark_default, and it scores on the cluster's executors (scoring_engine spark)."""
     wh = nightly["wh"]
     connection, sink_rows = sink_connection(request, tmp_path)
     point_at(drop, wh)
     os.environ["AIRFLOW_CONN_RECSYS_SQL"] = json.dumps(connection)
+    local_spark = os.environ["AIRFLOW_CONN_SPARK_DEFAULT"]
+    os.environ["AIRFLOW_CONN_SPARK_DEFAULT"] = json.dumps(
+        {"conn_type": "spark", "host": "spark://127.0.0.1", "port": spark_cluster.port})
     try:  # what a plain `airflow dags trigger` makes: no logical date; the day before it ran is processed
         run = the_dag.test(logical_date=None, run_after=datetime.fromisoformat(LATE).replace(tzinfo=UTC)
-                           + timedelta(days=1, hours=9), run_conf=FAST)  # fmt: skip
+                           + timedelta(days=1, hours=9), run_conf={**FAST, "scoring_engine": "spark"})  # fmt: skip
     finally:
         os.environ.pop("AIRFLOW_CONN_RECSYS_SQL")
+        os.environ["AIRFLOW_CONN_SPARK_DEFAULT"] = local_spark
     assert run.logical_date is None
     got = states(run)
-    assert set(got.values()) == {"success"}, got
+    assert succeeded(got, scorer="score_spark"), got
+    scoring = json.loads((wh / "metrics" / f"ds={LATE}" / "run.json").read_text())["scoring"]
+    assert scoring.get("engine") == "spark" and scoring.get("master", "").startswith("spark://127.0.0.1"), scoring
     pd.testing.assert_frame_equal(published(wh, LATE), nightly["table"])  # the same rows again
     pd.testing.assert_frame_equal(sql_rows(wh, LATE), nightly["sql"])  # the SQLite default was not used
     pd.testing.assert_frame_equal(sink_rows(LATE), nightly["table"], check_dtype=False)
 
     logged = capfd.readouterr()
     fields = stored_rendered_fields(run.run_id)
-    assert sorted(fields) == sorted(TASKS) and LATE in fields["publish"]["op_args"]
+    assert sorted(fields) == sorted(set(ALL_TASKS) - {"score"}) and LATE in fields["publish"]["op_args"]
     secrets = {SECRET, quote(SECRET, safe="")}
     stored = (airflow_home / "airflow.db").read_bytes() + b"".join(
         p.read_bytes() for p in airflow_home.rglob("*") if p.is_file() and p.suffix in (".log", ".json"))
@@ -476,14 +495,14 @@ def test_a_manual_run_without_date_reruns_the_last_day_identically_into_the_conn
 @pytest.mark.slow
 def test_backfill_uses_only_ratings_up_to_its_date(the_dag, drop, nightly, tmp_path):
     wh = nightly["wh"]
-    assert set(states(run_dag(the_dag, EARLY, drop, wh)).values()) == {"success"}
+    assert succeeded(states(run_dag(the_dag, EARLY, drop, wh)))
     early, late = published(wh, EARLY), published(wh, LATE)
     assert 0 < early.user_id.nunique() < late.user_id.nunique()  # side by side, fewer users back then
     pd.testing.assert_frame_equal(late, nightly["table"])
 
     past = tmp_path / "wh-past"
     truncated = truncated_drop(drop, tmp_path / "raw-past", EARLY)
-    assert set(states(run_dag(the_dag, EARLY, truncated, past)).values()) == {"success"}
+    assert succeeded(states(run_dag(the_dag, EARLY, truncated, past)))
     pd.testing.assert_frame_equal(published(past, EARLY), early)
 
 

@@ -173,7 +173,7 @@ def run_scoring(warehouse: Warehouse, ds: str, config: ScoreConfig | None = None
             n_popular = score_popular_users(writer, csr, popular_rows, user_ids, movie_ids, version, config.top_n,
                                             config.batch_size)  # fmt: skip
         summary.update({
-            "ds": ds, "top_n": config.top_n, "model_version": version, "device": str(device),
+            "ds": ds, "top_n": config.top_n, "model_version": version, "device": str(device), "engine": "local",
             "users": int(csr.n_users), "model_users": len(model_rows), "popularity_users": len(popular_rows),
             "rows": n_model + n_popular, "films": int(csr.n_films),
             "seconds": round(time.monotonic() - started, 3),
