@@ -16,12 +16,16 @@ DATA ?=
 RAW := $(if $(DATA),$(DATA),$(WAREHOUSE)/raw-sample-$(SCALE)-$(SEED))
 SPARK_MASTER ?= local[*]
 SHUFFLE_PARTITIONS ?= 8
+# Spark's own log lines at WARN (conf/log4j2.properties); RECSYS_SPARK_LOG_LEVEL=INFO shows them all.
+LOG4J := $(abspath conf/log4j2.properties)
 
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-SUBMIT := $(BIN)/spark-submit --master '$(SPARK_MASTER)'
+SUBMIT := $(BIN)/spark-submit --master '$(SPARK_MASTER)' \
+	--conf spark.driver.extraJavaOptions=-Dlog4j2.configurationFile=file:$(LOG4J) \
+	--conf spark.executor.extraJavaOptions=-Dlog4j2.configurationFile=file:$(LOG4J)
 
 .PHONY: setup run prep sample airflow-db airflow-ui test lint bench-prep clean
 

@@ -35,7 +35,8 @@ warehouse.
 Parse-time environment: ``RECSYS_JOBS_DIR`` (``<project>/jobs``), ``RECSYS_PYTHON`` (the
 Python running Airflow), ``RECSYS_SPARK_SUBMIT`` (``spark-submit`` beside that Python, else
 on PATH), ``RECSYS_SPARK_DRIVER_MEMORY`` (4g), ``RECSYS_SPARK_SHUFFLE_PARTITIONS`` (Spark's
-default), ``RECSYS_TASK_RETRIES`` (2).
+default), ``RECSYS_TASK_RETRIES`` (2), ``RECSYS_SPARK_LOG4J`` (``<project>/conf/log4j2.properties``:
+Spark's own lines at WARN; ``RECSYS_SPARK_LOG_LEVEL=INFO`` at run time shows them).
 """
 
 from __future__ import annotations
@@ -65,6 +66,13 @@ RETRIES = int(os.environ.get("RECSYS_TASK_RETRIES", "2"))
 # Small drops (tests, samples) run faster with few shuffle partitions; unset = Spark's own.
 SPARK_CONF = {"spark.sql.shuffle.partitions": os.environ["RECSYS_SPARK_SHUFFLE_PARTITIONS"]} if (
     os.environ.get("RECSYS_SPARK_SHUFFLE_PARTITIONS")) else {}  # fmt: skip
+
+# Spark's own logging at WARN (conf/log4j2.properties; RECSYS_SPARK_LOG_LEVEL=INFO in the
+# worker's environment turns it back up): the task log shows the job's lines, not Spark's.
+# A deployment without the file (or with RECSYS_SPARK_LOG4J="") keeps Spark's default.
+_log4j = os.environ.get("RECSYS_SPARK_LOG4J", str(PROJECT / "conf" / "log4j2.properties"))
+LOG4J_CONF = {f"spark.{side}.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{_log4j}"
+              for side in ("driver", "executor")} if _log4j and Path(_log4j).is_file() else {}  # fmt: skip
 
 SCHEDULE = CronDataIntervalTimetable("30 2 * * *", timezone="UTC")  # fires 02:30 UTC on D for ds = D-1
 POOL = "recsys_warehouse"  # one slot: no two writing tasks of any runs of this DAG at once
@@ -144,7 +152,7 @@ def spark_job(task_id: str, script: str, args: list[str], timeout: timedelta) ->
         conn_id="spark_default",
         spark_binary=SPARK_SUBMIT,
         driver_memory=DRIVER_MEMORY,
-        conf=SPARK_CONF,
+        conf={**SPARK_CONF, **LOG4J_CONF},
         name=f"recsys-{task_id}-{DS}",
         env_vars={"PYSPARK_PYTHON": PYTHON, "PYSPARK_DRIVER_PYTHON": PYTHON},
         execution_timeout=timeout,
