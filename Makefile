@@ -18,6 +18,10 @@ SPARK_MASTER ?= local[*]
 SHUFFLE_PARTITIONS ?= 8
 # Spark's own log lines at WARN (conf/log4j2.properties); RECSYS_SPARK_LOG_LEVEL=INFO shows them all.
 LOG4J := $(abspath conf/log4j2.properties)
+# make airflow-ui: its Airflow home (metadata DB, logs, UI passwords), address and port
+AIRFLOW_HOME_DIR ?= .airflow
+AIRFLOW_HOST ?= 127.0.0.1
+AIRFLOW_PORT ?= 8080
 
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
@@ -51,7 +55,7 @@ prep: sample
 # The main job: the Airflow DAG, once, end to end (airflow dags test) on the embedded
 # defaults: SQLite metadata DB in .airflow/, Spark local, torch on CPU or GPU, the
 # recommendations table as Parquet plus SQLite in the warehouse.
-AIRFLOW_ENV = AIRFLOW_HOME="$(abspath .airflow)" AIRFLOW__CORE__LOAD_EXAMPLES=False \
+AIRFLOW_ENV = AIRFLOW_HOME="$(abspath $(AIRFLOW_HOME_DIR))" AIRFLOW__CORE__LOAD_EXAMPLES=False \
 	RECSYS_SPARK_SHUFFLE_PARTITIONS=$(SHUFFLE_PARTITIONS) \
 	AIRFLOW__CORE__DAGS_FOLDER="$(abspath dags)" \
 	AIRFLOW_CONN_SPARK_DEFAULT='{"conn_type": "spark", "host": "$(SPARK_MASTER)"}' \
@@ -71,9 +75,15 @@ run: sample airflow-db
 	@echo
 	@$(BIN)/recsys show --warehouse "$(WAREHOUSE)" --ds $(DS) --users 3 --top 5
 
-# The Airflow UI on http://localhost:8080 with the same settings (login printed at start).
+# The Airflow UI on http://localhost:8080 with the same settings: airflow standalone (api-server,
+# scheduler, dag-processor, triggerer). It starts each component as a plain `airflow`, so the
+# venv's bin/ goes first on PATH; the URL and the login (SimpleAuthManager) are printed first.
+AIRFLOW_UI_ENV = PATH="$(abspath $(BIN)):$$PATH" AIRFLOW__API__HOST=$(AIRFLOW_HOST) \
+	AIRFLOW__API__PORT=$(AIRFLOW_PORT) AIRFLOW__API__BASE_URL=http://localhost:$(AIRFLOW_PORT) $(AIRFLOW_ENV)
+
 airflow-ui: airflow-db
-	$(AIRFLOW_ENV) $(BIN)/airflow standalone
+	@$(AIRFLOW_UI_ENV) $(BIN)/python scripts/airflow_ui_login.py http://localhost:$(AIRFLOW_PORT)
+	$(AIRFLOW_UI_ENV) $(BIN)/airflow standalone
 
 # pytest exits 5 when it collects no test: that is not a failure of the suite.
 test: $(STAMP)
