@@ -319,5 +319,7 @@ def test_the_ui_shows_the_dag_docs_and_the_trigger_form_with_every_param(ui, bro
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         kept = [shutil.copy2(shot, ARTIFACTS / shot.name) for shot in shots]
         reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter and kept:
-            reporter.write_line(f"\ntest_ui screenshots: {' '.join(str(k) for k in kept)}")
+        capture = request.config.pluginmanager.get_plugin("capturemanager")
+        if reporter and capture and kept:  # past the output capture, into the run's own output
+            with capture.global_and_fixture_disabled():
+                reporter.write_line(f"\ntest_ui screenshots: {' '.join(str(k) for k in kept)}")
