@@ -1,5 +1,9 @@
 """Nightly MovieLens recommendations: validate -> ingest -> features -> train -> score -> check -> publish.
 
+``score`` runs in one process (``jobs/score.py``, GPU when present), or on the executors of
+``spark_default`` (``score_spark``, ``jobs/score_spark.py``) when the run's
+``scoring_engine`` Param is ``spark``: a branch picks one, the other is skipped.
+
 The DAG only wires the ``jobs/`` entry points together; what each step does lives in
 ``recsys_core``. Nothing heavy is imported at parse time (no torch, Spark or pandas; from
 recsys_core only ``recsys_core.defaults``, the Params' defaults and bounds, which imports
@@ -119,7 +123,9 @@ last one, or `BT02:30`).
 | `ingest` | validates the raw CSVs as of `ds` into `snapshot/ds=…`; bad rows go to `quarantine/ds=…` | missing file/column or too many rejects: fix the drop, clear the task |
 | `build_features` | films and user vectors, `features/ds=…` | |
 | `train` | film + user autoencoders (`gpu` queue), `models/ds=…`, `embeddings/ds=…` | |
-| `score` | top-N unseen films for every user into a staging partition | |
+| `choose_scorer` | picks `score` or `score_spark` by the `scoring_engine` Param | |
+| `score` | top-N unseen films for every user into a staging partition (one process) | |
+| `score_spark` | the same rows from the executors of `spark_default` (`scoring_engine=spark`) | |
 | `check` | quality gate: every user, no seen film, ranks, scores, the model in `models/` scored the rows, it beats popularity | nothing is published; the report names each broken contract and the task to re-run |
 | `publish` | swaps the partition in and replaces that `ds` in SQL (connection `recsys_sql`) in one transaction; emits the Asset | the previous table stays as it was |
 | `record_metrics` | counts, validation metrics, durations: `metrics/ds=…/run.json` | |
@@ -172,6 +178,12 @@ def python_job(task_id: str, script: str, args: list[str], timeout: timedelta, *
         pool=POOL,
         **kwargs,
     )
+
+
+@task.branch(execution_timeout=timedelta(minutes=5))
+def choose_scorer(engine: str) -> str:
+    """``score`` (one process) or ``score_spark`` (Spark executors), by the ``scoring_engine`` Param."""
+    return "score_spark" if engine == "spark" else "score"
 
 
 @task(execution_timeout=timedelta(minutes=5))
@@ -261,8 +273,12 @@ def record_metrics(warehouse: str, run_ds: str) -> dict:
 )
 def movielens_recommendations():
     checked = validate(DS, RAW, WAREHOUSE)
-    ingest = spark_job("ingest", "ingest.py", ["--raw", RAW, "--warehouse", WAREHOUSE, "--ds", DS],
-                       timedelta(hours=1))  # fmt: skip
+    ingest = spark_job(
+        "ingest", "ingest.py",
+        ["--raw", RAW, "--warehouse", WAREHOUSE, "--ds", DS, "--encoding", "{{ params.encoding }}",
+         "--layout", "{{ params.layout }}"],
+        timedelta(hours=1),
+    )  # fmt: skip
     features = spark_job(
         "build_features", "features.py",
         ["--warehouse", WAREHOUSE, "--ds", DS, "--min-film-ratings", param("min_film_ratings")],
@@ -274,14 +290,16 @@ def movielens_recommendations():
          "--max-minutes", "{{ params.max_minutes }}", "--seed", param("seed")],
         timedelta(hours=2), queue="gpu",
     )  # fmt: skip
-    score = python_job("score", "score.py", ["--warehouse", WAREHOUSE, "--ds", DS, "--top-n", param("top_n")],
-                       timedelta(hours=1), queue="gpu")  # fmt: skip
+    score_args = ["--warehouse", WAREHOUSE, "--ds", DS, "--top-n", param("top_n")]
+    score = python_job("score", "score.py", score_args, timedelta(hours=1), queue="gpu")
+    score_spark = spark_job("score_spark", "score_spark.py", score_args, timedelta(hours=1))
     check = python_job(
         "check", "check.py", ["--warehouse", WAREHOUSE, "--ds", DS, "--min-model-ratio", "{{ params.min_model_ratio }}"],
-        timedelta(minutes=30),
+        timedelta(minutes=30), trigger_rule="none_failed_min_one_success",  # after whichever scorer ran
     )  # fmt: skip
     published = publish(WAREHOUSE, DS, param("keep"), "{{ params.sql_conn_id }}")
-    checked >> ingest >> features >> train >> score >> check >> published >> record_metrics(WAREHOUSE, DS)
+    checked >> ingest >> features >> train >> choose_scorer("{{ params.scoring_engine }}") >> [score, score_spark]
+    [score, score_spark] >> check >> published >> record_metrics(WAREHOUSE, DS)
 
 
 recommendations_dag = movielens_recommendations()
