@@ -9,8 +9,11 @@ from pathlib import Path
 
 def _generate(args: argparse.Namespace) -> int:
     from recsys_core.data.generator import generate
+    from recsys_core.data.synthetic_time import TemporalShape
 
-    shape = generate(args.out, scale=args.scale, seed=args.seed, genome_tags=args.genome_tags)
+    temporal = TemporalShape.release_driven() if args.release_driven else (
+        TemporalShape.movielens() if args.temporal else None)  # fmt: skip
+    shape = generate(args.out, scale=args.scale, seed=args.seed, genome_tags=args.genome_tags, temporal=temporal)
     print(
         f"wrote {shape.ratings:,} ratings by {shape.users:,} users of {shape.films:,} films "
         f"(genome {shape.genome_films:,} films x {shape.genome_tags:,} tags) to {args.out}"
@@ -60,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=42)
     gen.add_argument("--genome-tags", type=int, default=1128,
                      help="genome width (1,128 in real releases; fewer makes small tests fast)")
+    time_shape = gen.add_mutually_exclusive_group()
+    time_shape.add_argument("--temporal", action="store_true",
+                            help="time in the data: films released over the years (ratings start then and decay "
+                                 "after), taste that drifts along each user's history (MovieLens-like; default off)")
+    time_shape.add_argument("--release-driven", action="store_true",
+                            help="like --temporal, but sparse and release-driven: 3x the users, ~6 ratings each "
+                                 "(median ~3), most ratings of films out for less than a year")
     gen.set_defaults(func=_generate)
     show = sub.add_parser("show", help="print a few users' published recommendations with titles")
     show.add_argument("--warehouse", required=True, help="warehouse root (directory or URI)")

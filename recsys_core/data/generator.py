@@ -46,17 +46,18 @@ from recsys_core.data.synthetic_shape import (  # noqa: F401 (FULL_*: the genera
     FULL_TAG_APPLICATIONS,
     FULL_USERS,
     GENOME_TAGS,
+    T_END,
+    T_START,
     Catalogue,
     Shape,
 )
+from recsys_core.data.synthetic_time import TemporalShape, Timeline, spread_years
+from recsys_core.data.synthetic_time import user_times as _timestamps
 from recsys_core.progress import Progress
 
 log = logging.getLogger(__name__)
 
 MAX_MOVIE_ID_RATIO = 193_886 / FULL_FILMS  # movieIds are sparse, up to ~194K at full scale
-
-T_START = 789_652_009  # 1995-01-09 UTC
-T_END = 1_537_799_250  # 2018-09-26 UTC
 
 LATENT_DIM = 16
 N_SEGMENTS = 48
@@ -139,10 +140,11 @@ def make_catalogue(shape: Shape, rng: np.random.Generator) -> Catalogue:
     return Catalogue(movie_ids, latent, bias, popularity, cdf, logp, centres)
 
 
-def user_activity(shape: Shape, rng: np.random.Generator) -> np.ndarray:
-    """Ratings per user: log-normal (median ~30), min 1, summing exactly to shape.ratings."""
+def user_activity(shape: Shape, rng: np.random.Generator, sigma: float = 1.55) -> np.ndarray:
+    """Ratings per user: log-normal (spread ``sigma``), min 1, summing exactly to
+    shape.ratings (median ~30 at the full-scale mean)."""
     cap = max(1, min(25_000, int(0.4 * shape.films)))
-    raw = rng.lognormal(mean=math.log(30.0), sigma=1.55, size=shape.users)
+    raw = rng.lognormal(mean=math.log(30.0), sigma=sigma, size=shape.users)
     counts = np.clip(np.round(raw * shape.ratings / raw.sum()), 1, cap).astype(np.int64)
     for _ in range(100):
         diff = shape.ratings - int(counts.sum())
@@ -220,37 +222,30 @@ def rating_thresholds(z: np.ndarray) -> np.ndarray:
     return np.quantile(z, cum)
 
 
-def _timestamps(counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Per rating, a time inside its user's active window (sessions of hours to years)."""
-    n = counts.size
-    span_total = T_END - T_START
-    one_day = rng.random(n) < 0.45
-    span = np.where(
-        one_day,
-        rng.exponential(3_600.0, n),
-        np.minimum(rng.lognormal(math.log(200 * 86_400.0), 1.6, n), span_total),
-    )
-    start_frac = np.where(rng.random(n) < 0.7, rng.beta(1.6, 1.0, n), rng.random(n))
-    start = T_START + start_frac * (span_total - span)
-    per_rating_user = np.repeat(np.arange(n), counts)
-    ts = start[per_rating_user] + rng.random(per_rating_user.size) * span[per_rating_user]
-    return np.clip(ts, T_START, T_END).astype(np.int64)
+def generate(out: Path | str, scale: float = 0.001, seed: int = 42, genome_tags: int = GENOME_TAGS,
+             temporal: TemporalShape | None = None) -> Shape:  # fmt: skip
+    """Write a MovieLens-layout drop into ``out`` and return its shape.
 
-
-def generate(out: Path | str, scale: float = 0.001, seed: int = 42, genome_tags: int = GENOME_TAGS) -> Shape:
-    """Write a MovieLens-layout drop into ``out`` and return its shape."""
+    ``temporal`` (off by default) draws the ratings along a timeline: films released over
+    the years, taste that drifts along each user's history, and optionally a sparse,
+    release-driven shape (``recsys_core.data.synthetic_time``). Without it a given
+    (scale, seed) writes the same bytes as it always has.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     shape = Shape.at_scale(scale, genome_tags)
+    if temporal is not None:
+        shape = temporal.reshape(shape)
     rng = np.random.default_rng(seed)
     t0 = time.monotonic()
     log.info("generating %s into %s (seed %d)", shape, out, seed)
     cat = make_catalogue(shape, rng)
-    write_movies_and_links(out, cat, shape, rng)
+    years_of = None if temporal is None else (lambda drawn: spread_years(drawn, cat.popularity))
+    years = write_movies_and_links(out, cat, shape, rng, years_of)
     write_genome(out, cat, shape, rng)
     log.info("catalogue, genome and links written in %.1fs", time.monotonic() - t0)
 
-    counts = user_activity(shape, rng)
+    counts = user_activity(shape, rng) if temporal is None else user_activity(shape, rng, temporal.activity_sigma)
     segments = rng.integers(0, N_SEGMENTS, shape.users)
     user_offset = rng.normal(0, 0.6, size=(shape.users, LATENT_DIM)).astype(np.float32)
     user_bias = rng.normal(0, 0.4, shape.users).astype(np.float32)
@@ -263,19 +258,26 @@ def generate(out: Path | str, scale: float = 0.001, seed: int = 42, genome_tags:
     write_header(ratings_path, ["userId", "movieId", "rating", "timestamp"])
     write_header(tags_path, ["userId", "movieId", "tag", "timestamp"])
     thresholds: np.ndarray | None = None
+    timeline = None if temporal is None else Timeline(temporal, cat, years, segments, seed)
     progress = Progress("generated", total=shape.ratings, unit="ratings", every_s=0.0, logger=log)
     for lo in range(0, shape.users, USERS_PER_CHUNK):
         hi = min(lo + USERS_PER_CHUNK, shape.users)
         crng = np.random.default_rng([seed, 1, lo])
-        local_user, film = _films_for_users(cat, segments[lo:hi], counts[lo:hi], crng)
-        user = lo + local_user
-        taste = cat.centres[segments[user]] + user_offset[user]
+        if timeline is None:
+            local_user, film = _films_for_users(cat, segments[lo:hi], counts[lo:hi], crng)
+            user, ts = lo + local_user, None
+            taste = cat.centres[segments[user]] + user_offset[user]
+        else:  # times first: which films a user picks depends on when
+            local_user, film, ts, centre = timeline.chunk(np.arange(lo, hi), counts[lo:hi], crng)
+            user = lo + local_user
+            taste = centre + user_offset[user]
         affinity = np.einsum("ij,ij->i", taste, cat.latent[film]) * (1.0 / math.sqrt(1.36))
         z = affinity + user_bias[user] + cat.bias[film] + crng.normal(0, 0.7, user.size)
         if thresholds is None:
             thresholds = rating_thresholds(z)
         label = np.searchsorted(thresholds, z)
-        ts = _timestamps(counts[lo:hi], crng)  # grouped by user like the pairs, random within
+        if ts is None:
+            ts = _timestamps(counts[lo:hi], crng)  # grouped by user like the pairs, random within
         table = pa.table(  # pairs come sorted by (user, film) = (userId, movieId), as GroupLens
             {
                 "userId": (user + 1).astype(np.int32),

@@ -58,9 +58,11 @@ def append_csv(path: Path, table: pa.Table) -> None:
         )
 
 
-def _film_titles(shape: Shape, rng: np.random.Generator) -> tuple[list[str], np.ndarray]:
+def _film_titles(shape: Shape, rng: np.random.Generator, years_of=None) -> tuple[list[str], np.ndarray]:
     n = shape.films
     years = np.clip(np.round(2018 - rng.exponential(18.0, n)), 1891, 2018).astype(int)
+    if years_of is not None:  # the same draws, the years handed out differently
+        years = years_of(years)
     adj = rng.integers(0, len(_ADJECTIVES), n)
     noun = rng.integers(0, len(_NOUNS), n)
     style = rng.random(n)
@@ -101,8 +103,11 @@ def tag_names(n_tags: int, rng: np.random.Generator) -> list[str]:
     return [pool[i] for i in rng.permutation(len(pool))[:n_tags]]
 
 
-def write_movies_and_links(out: Path, cat: Catalogue, shape: Shape, rng: np.random.Generator) -> None:
-    titles, _ = _film_titles(shape, rng)
+def write_movies_and_links(out: Path, cat: Catalogue, shape: Shape, rng: np.random.Generator,
+                           years_of=None) -> np.ndarray:  # fmt: skip
+    """Write movies.csv and links.csv; return the (films,) title years. ``years_of`` maps the
+    drawn years to the ones the films get (a permutation: the temporal generator's)."""
+    titles, years = _film_titles(shape, rng, years_of)
     genres = _film_genres(cat, rng)
     with (out / "movies.csv").open("w", encoding="utf-8", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
@@ -116,6 +121,7 @@ def write_movies_and_links(out: Path, cat: Catalogue, shape: Shape, rng: np.rand
         w.writerow(["movieId", "imdbId", "tmdbId"])
         for mid, i, t, miss in zip(cat.movie_ids.tolist(), imdb, tmdb, missing_tmdb):
             w.writerow([mid, f"{i:07d}", "" if miss else int(t)])
+    return years
 
 
 def write_genome(out: Path, cat: Catalogue, shape: Shape, rng: np.random.Generator) -> None:

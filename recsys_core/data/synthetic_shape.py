@@ -17,6 +17,9 @@ FULL_GENOME_FILMS = 13_176
 FULL_TAG_APPLICATIONS = 1_108_997
 GENOME_TAGS = 1_128
 
+T_START = 789_652_009  # 1995-01-09 UTC: the first rating's time
+T_END = 1_537_799_250  # 2018-09-26 UTC: the last one's
+
 
 @dataclass(frozen=True)
 class Shape:
