@@ -60,7 +60,7 @@ def validate_run(ds: str, raw: str, warehouse: str, params: dict) -> dict:
     parse_ds(ds)
     checked: dict = {"ds": ds}
     for name, spec in RUN_PARAMS.items():
-        checked[name] = checked_param(name, spec, params.get(name))
+        checked[name] = checked_param(name, spec, params.get(name, spec.default))  # absent: the DAG's default
     if "://" not in raw and not os.path.isdir(raw):
         raise InputError(f"the raw drop directory {raw} does not exist (Variable recsys_raw_dir / $RECSYS_RAW_DIR)")
 

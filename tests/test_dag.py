@@ -41,7 +41,8 @@ DOWNSTREAM = {**{a: [b] for a, b in itertools.pairwise(TASKS)}, "choose_scorer":
               "score_spark": ["check"], "record_metrics": []}  # fmt: skip
 POOL = "recsys_warehouse"
 LATE, EARLY = "2018-09-30", "2012-06-30"
-FAST = {"max_epochs": 12, "top_n": 10, "min_model_ratio": 1.0}
+# scoring_engine named: dag.test() keeps a run's Params on the DAG object for the next run
+FAST = {"max_epochs": 12, "top_n": 10, "min_model_ratio": 1.0, "scoring_engine": "local"}
 
 PARSE_PROBE = """
 import importlib.util, json, sys, time
