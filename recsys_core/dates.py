@@ -10,9 +10,12 @@ from recsys_core.errors import ConfigError
 def parse_ds(ds: str) -> date:
     """Parse ``YYYY-MM-DD``; anything else is a ConfigError naming ``--ds``."""
     try:
-        return datetime.strptime(ds, "%Y-%m-%d").date()
+        day = datetime.strptime(ds, "%Y-%m-%d").date()
     except (TypeError, ValueError):
         raise ConfigError(f"--ds must be a date as YYYY-MM-DD, got {ds!r}") from None
+    if day.isoformat() != ds:  # strptime takes 2018-9-30: partitions and retention compare ds as text
+        raise ConfigError(f"--ds must be a date as YYYY-MM-DD (zero-padded: {day.isoformat()}), got {ds!r}")
+    return day
 
 
 def as_of_cutoff(ds: str) -> int:

@@ -181,11 +181,13 @@ def run_scoring(warehouse: Warehouse, ds: str, config: ScoreConfig | None = None
         fs_swap.write_json(f"{staging}/{SCORING_META}", summary)
 
     fs_swap.publish_dir(warehouse.recommendations_staging(ds), write)
-    if not fs_swap.exists(f"{warehouse.embeddings(ds)}/users"):
-        log.info("writing embeddings/ds=%s (not written by training)", ds)
+    if artifacts.embeddings_model_version(warehouse.embeddings(ds)) != version:
+        # missing, or from another model (a train killed between its models and embeddings)
+        log.info("writing embeddings/ds=%s of model %s", ds, version)
         artifacts.write_embeddings(
             warehouse.embeddings(ds), user_ids, encode_users(models.user, csr, device), movie_ids,
             models.user.film_vectors().detach().float().cpu().numpy(), models.user.film_bias.detach().cpu().numpy(),
+            version,
         )  # fmt: skip
     log.info("scored %d users into %d rows in %.1fs", summary["users"], summary["rows"], summary["seconds"])
     return summary

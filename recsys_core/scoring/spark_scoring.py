@@ -234,7 +234,7 @@ def run_spark_scoring(spark: SparkSession, warehouse: Warehouse, ds: str, config
     artifacts.check_vocabulary(model_manifest, features_manifest, model_dir)
     weights = _read_bytes(spark, f"{model_dir}/{artifacts.USER_WEIGHTS}",
                           f"{model_dir}/{artifacts.USER_WEIGHTS} is missing: re-run the train job for ds={ds}")
-    version = version_string(ds, hashlib.sha256(weights))  # the bytes are here already: no second read
+    version = version_string(ds, hashlib.sha256(weights).hexdigest())  # the bytes are here already: no second read
 
     users = spark.read.parquet(f"{features_dir}/users").select(*USER_COLUMNS)
     encodable = F.coalesce(F.size("film_idx"), F.lit(0)) >= config.min_user_films

@@ -9,6 +9,7 @@ on; loading against features with other vocabularies raises ``VocabularyMismatch
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from dataclasses import dataclass
@@ -22,12 +23,14 @@ from recsys_core.data.vocab import VocabularyMismatch
 from recsys_core.errors import InputError, reading
 from recsys_core.fs_swap import filesystem as _fs
 from recsys_core.fs_swap import publish_dir as _publish
+from recsys_core.model_version import DIGESTS, check_recorded_digest
 from recsys_core.models.film_ae import FilmAE, FilmAEConfig
 from recsys_core.models.user_ae import UserAE, UserAEConfig
 
 FILM_WEIGHTS = "film_ae.pt"
 USER_WEIGHTS = "user_ae.pt"
 MANIFEST = "manifest.json"
+EMBEDDINGS_MODEL = "_model.json"  # in embeddings/ds=…: the model_version the embeddings come from
 # The hashes a model depends on: film_idx order (scores, decoder rows), and the film-AE
 # input layout (genre and genome tag order).
 CHECKED_VOCABULARIES = ("films", "genres", "genome_tags")
@@ -63,9 +66,12 @@ def save_models(directory: str, film_model: FilmAE, user_model: UserAE, manifest
         if key not in manifest:
             raise ValueError(f"model manifest needs {key!r}")
 
+    weights = {FILM_WEIGHTS: _state_bytes(film_model), USER_WEIGHTS: _state_bytes(user_model)}
+    manifest[DIGESTS] = {name: hashlib.sha256(data).hexdigest() for name, data in weights.items()}
+
     def write(staging: str) -> None:
-        _write_bytes(f"{staging}/{FILM_WEIGHTS}", _state_bytes(film_model))
-        _write_bytes(f"{staging}/{USER_WEIGHTS}", _state_bytes(user_model))
+        for name, data in weights.items():
+            _write_bytes(f"{staging}/{name}", data)
         _write_bytes(f"{staging}/{MANIFEST}", json.dumps(manifest, indent=2, sort_keys=True).encode())
 
     _publish(directory, write)
@@ -124,6 +130,7 @@ def load_models(
             data = _read_bytes(path)
         except FileNotFoundError as exc:
             raise InputError(f"{path} is missing: the model of that date is incomplete; {fix}") from exc
+        check_recorded_digest(path, hashlib.sha256(data).hexdigest(), manifest)
         with reading(path, "model checkpoint (truncated or not a state dict of this model)", fix):
             state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
             model.load_state_dict(state)
@@ -164,8 +171,10 @@ def write_embeddings(
     movie_ids: np.ndarray,
     film_vectors: np.ndarray,
     film_bias: np.ndarray,
+    model_version: str,
 ) -> None:
-    """Publish ``users`` (user_id, embedding) and ``films`` (movie_id, embedding, bias).
+    """Publish ``users`` (user_id, embedding) and ``films`` (movie_id, embedding, bias), and
+    ``_model.json`` naming the ``model_version`` they come from.
 
     A user's score for a film is ``user.embedding . film.embedding + film.bias``; nearest
     films to a user by that inner product are the model's recommendations.
@@ -182,5 +191,15 @@ def write_embeddings(
             fs, inner = _fs(f"{staging}/{name}")
             fs.create_dir(inner, recursive=True)
             pq.write_table(table, f"{inner}/part-00000.parquet", filesystem=fs, compression="zstd")
+        _write_bytes(f"{staging}/{EMBEDDINGS_MODEL}", json.dumps({"model_version": model_version}).encode())
 
     _publish(directory, write)
+
+
+def embeddings_model_version(directory: str) -> str | None:
+    """The ``model_version`` recorded with ``embeddings/ds=…``; None when absent or unreadable
+    (then the scoring job writes them again)."""
+    try:
+        return json.loads(_read_bytes(f"{directory}/{EMBEDDINGS_MODEL}").decode("utf-8")).get("model_version")
+    except (FileNotFoundError, ValueError, AttributeError):
+        return None

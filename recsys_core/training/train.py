@@ -24,6 +24,7 @@ import torch
 from recsys_core.data.csr import RatingsCSR
 from recsys_core.data.features import Features, load_features
 from recsys_core.device import select_device
+from recsys_core.model_version import DIGESTS, USER_WEIGHTS, version_string
 from recsys_core.models.film_ae import FilmAE
 from recsys_core.models.user_ae import UserAE, encode_users
 from recsys_core.paths import Warehouse
@@ -142,9 +143,10 @@ def save(warehouse: Warehouse, ds: str, features: Features, film_model: FilmAE, 
     users_embeddings = encode_users(model, features.users.csr, device)
     manifest["wall_seconds"] = round(time.monotonic() - started, 3)
     artifacts.save_models(warehouse.models(ds), film_model, model, manifest)
+    version = version_string(ds, manifest[DIGESTS][USER_WEIGHTS])
     artifacts.write_embeddings(
         warehouse.embeddings(ds), features.users.user_ids, users_embeddings,
-        features.films.movie_ids, film_vectors, film_bias,
+        features.films.movie_ids, film_vectors, film_bias, version,
     )  # fmt: skip
 
 
