@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -121,16 +122,17 @@ class BatchScorer:
         return popular_rows_table(csr, rows, user_ids, self.film_counts, self.movie_ids, self.version, self.top_n)
 
 
-def score_model_users(writer: pq.ParquetWriter, scorer: BatchScorer, csr: RatingsCSR, rows: np.ndarray,
-                      user_ids: np.ndarray, batch_size: int, progress: Progress) -> int:  # fmt: skip
-    """Write the model's rows of the users ``rows`` of ``csr``, ``batch_size`` at a time; returns the row count."""
+def write_in_batches(writer: pq.ParquetWriter, rows: np.ndarray, batch_size: int,
+                     rows_of: Callable[[np.ndarray], pa.Table], progress: Progress | None = None) -> int:
+    """Write ``rows_of(batch)`` for the users ``rows``, ``batch_size`` at a time; returns the row count."""
     written = 0
     for lo in range(0, len(rows), batch_size):
         part = rows[lo : lo + batch_size]
-        table = scorer.model_rows(csr, part, user_ids)
+        table = rows_of(part)
         writer.write_table(table)
         written += table.num_rows
-        progress.add(len(part))
+        if progress is not None:
+            progress.add(len(part))
     return written
 
 
@@ -139,12 +141,8 @@ def score_popular_users(writer: pq.ParquetWriter, csr: RatingsCSR, rows: np.ndar
     """The fallback for users the model cannot encode: the most rated unseen films, score =
     number of ratings, through the same top-N (ties by movieId) as the model's lists."""
     counts = csr.film_counts()
-    written = 0
-    for lo in range(0, len(rows), batch_size):
-        table = popular_rows_table(csr, rows[lo : lo + batch_size], user_ids, counts, movie_ids, version, top_n)
-        writer.write_table(table)
-        written += table.num_rows
-    return written
+    return write_in_batches(writer, rows, batch_size,
+                            lambda part: popular_rows_table(csr, part, user_ids, counts, movie_ids, version, top_n))
 
 
 def run_scoring(warehouse: Warehouse, ds: str, config: ScoreConfig | None = None) -> dict:
@@ -169,9 +167,10 @@ def run_scoring(warehouse: Warehouse, ds: str, config: ScoreConfig | None = None
     def write(staging: str) -> None:
         fs, inner = fs_swap.filesystem(staging)
         with pq.ParquetWriter(f"{inner}/part-00000.parquet", SCHEMA, filesystem=fs, compression="zstd") as writer:
-            n_model = score_model_users(writer, scorer, csr, model_rows, user_ids, config.batch_size, progress)
-            n_popular = score_popular_users(writer, csr, popular_rows, user_ids, movie_ids, version, config.top_n,
-                                            config.batch_size)  # fmt: skip
+            n_model = write_in_batches(writer, model_rows, config.batch_size,
+                                       lambda part: scorer.model_rows(csr, part, user_ids), progress)
+            n_popular = write_in_batches(writer, popular_rows, config.batch_size,
+                                         lambda part: scorer.popular_rows(csr, part, user_ids))
         summary.update({
             "ds": ds, "top_n": config.top_n, "model_version": version, "device": str(device), "engine": "local",
             "users": int(csr.n_users), "model_users": len(model_rows), "popularity_users": len(popular_rows),
