@@ -88,6 +88,9 @@ def test_item_term_scores_are_the_blended_sparse_product():
     x = torch.zeros(3, 6)
     x[rows, films] = liked
     torch.testing.assert_close(term.scores(rows, films, liked, 3), 2.5 * x @ dense_w)
+    weighted = torch.tensor([0.5, 1.0, 0.0, 0.25, 2.0])  # per-entry input weights scale each film's row
+    x[rows, films] = weighted
+    torch.testing.assert_close(term.scores(rows, films, weighted, 3), 2.5 * x @ dense_w)
     term.set_blend(0.0)
     assert not term.active
 
@@ -97,15 +100,24 @@ def test_user_ae_adds_the_item_term_only_when_blended():
     model = UserAE(5, torch.randn(5, 3), UserAEConfig(embedding_dim=4, hidden_dim=8, item_neighbours=2))
     batch = UserBatch(
         indices=torch.tensor([1, 3, 0, 2, 4]), offsets=torch.tensor([0, 2, 2]), weights=torch.ones(5),
-        rows=torch.tensor([0, 0, 2, 2, 2]), liked=torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0]),
+        rows=torch.tensor([0, 0, 2, 2, 2]), ratings=torch.tensor([4.5, 3.0, 4.0, 5.0, 2.0]),
+        ages=torch.tensor([1, 0, 2, 1, 0]),
     )  # fmt: skip
+    liked = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0])
     model.item_item.set(torch.tensor([[1, 2], [0, 2], [0, 1], [4, 2], [3, 0]]), torch.randn(5, 2))
     with torch.no_grad():
         assert torch.equal(model(batch), model.ae_logits(batch))  # blend 0: the AE alone
         model.item_item.set_blend(4.0)
-        extra = model.item_item.scores(batch.rows, batch.indices, batch.liked, 3)
+        extra = model.item_item.scores(batch.rows, batch.indices, liked, 3)
         assert extra.abs().sum() > 0
         torch.testing.assert_close(model(batch), model.ae_logits(batch) + extra)
+        model.config.item_half_life = 2.0  # liked entries of ages 1, 2, 1 weigh 2^-0.5, 2^-1, 2^-0.5
+        decayed = model.item_item.scores(batch.rows, batch.indices, liked * torch.exp2(-batch.ages / 2.0), 3)
+        torch.testing.assert_close(model(batch), model.ae_logits(batch) + decayed)
+        assert not torch.allclose(decayed, extra)
+        model.config.item_feedback, model.config.item_half_life = "all", None
+        every = model.item_item.scores(batch.rows, batch.indices, torch.ones(5), 3)
+        torch.testing.assert_close(model(batch), model.ae_logits(batch) + every)
     with pytest.raises(ValueError, match="item-item term of shape"):
         model.item_item.set(torch.zeros(5, 3, dtype=torch.int64), torch.zeros(5, 3))
 
@@ -117,9 +129,9 @@ def test_item_term_is_added_in_float32_to_bf16_scores():
     model.item_item.set(torch.tensor([[1, 2], [0, 2], [0, 1], [4, 2], [3, 0]]), torch.randn(5, 2), blend=3.0)
     batch = UserBatch(
         indices=torch.tensor([1, 3, 0, 2]), offsets=torch.tensor([0, 2]), weights=torch.ones(4),
-        rows=torch.tensor([0, 0, 1, 1]), liked=torch.ones(4),
+        rows=torch.tensor([0, 0, 1, 1]), ratings=torch.full((4,), 4.0), ages=torch.zeros(4, dtype=torch.int64),
     )  # fmt: skip
     logits = torch.randn(2, 5).to(torch.bfloat16)
     out = model.add_item_scores(logits, batch)
     assert out.dtype == torch.float32
-    torch.testing.assert_close(out, logits.float() + model.item_item.scores(batch.rows, batch.indices, batch.liked, 2))
+    torch.testing.assert_close(out, logits.float() + model.item_item.scores(batch.rows, batch.indices, torch.ones(4), 2))

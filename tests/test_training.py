@@ -256,14 +256,23 @@ def test_refit_on_every_rating_when_validation_hides_a_large_share(tiny):
 
 
 def test_item_item_blend_is_chosen_on_validation(tiny):
-    run = run_training(tiny, DS, replace(TINY, item=ItemItemConfig(l2=5.0, blends=(0.0, 1.0, 3.0))))
+    item_config = ItemItemConfig(l2=5.0, blends=(0.0, 1.0, 3.0), half_lives=(2.0, 8.0))
+    run = run_training(tiny, DS, replace(TINY, item=item_config))
     item = run.manifest["item_item"]
-    assert [row["blend"] for row in item["grid"]] == [0.0, 1.0, 3.0]
-    chosen = next(row for row in item["grid"] if row["blend"] == item["blend"])
-    assert chosen["ndcg@10"] == max(row["ndcg@10"] for row in item["grid"])
-    assert run.manifest["metrics"]["model"] == {k: v for k, v in chosen.items() if k != "blend"}
-    assert {k: v for k, v in item["grid"][0].items() if k != "blend"} == run.manifest["metrics"]["autoencoder"]
+    grid = item["grid"]
+    assert [(row["blend"], row["half_life"]) for row in grid[:3]] == [(0.0, "none"), (1.0, "none"), (3.0, "none")]
+    first = max(grid[:3], key=lambda row: row["ndcg@10"])
+    if first["blend"] > 0:  # then each half-life at that blend, then the blends again at the best one
+        assert [(row["blend"], row["half_life"]) for row in grid[3:5]] == [(first["blend"], 2.0), (first["blend"], 8.0)]
+    key = (item["blend"], "none" if item["half_life"] is None else item["half_life"])
+    chosen = next(row for row in grid if (row["blend"], row["half_life"]) == key)
+    assert chosen["ndcg@10"] == max(row["ndcg@10"] for row in grid)
+    assert run.manifest["metrics"]["model"] == {k: v for k, v in chosen.items() if k not in ("blend", "half_life")}
+    assert {k: v for k, v in grid[0].items() if k not in ("blend", "half_life")} == run.manifest["metrics"]["autoencoder"]
     assert float(run.user_model.item_item.blend) == item["blend"]
+    assert run.user_model.config.item_half_life == item["half_life"]
+    assert run.manifest["config"]["user"]["item_half_life"] == item["half_life"]  # what scoring rebuilds
+    assert run.manifest["config"]["user"]["item_feedback"] == item["feedback"] == item["search"]["chosen"]["feedback"]
     assert item["films"] > 1 and run.user_model.item_item.weight.abs().sum() > 0
 
     off = run_training(tiny, DS, replace(TINY, item=ItemItemConfig(blends=(0.0,))))

@@ -38,50 +38,14 @@ import numpy as np
 import torch
 
 from recsys_core.data.csr import LIKED_RATING, RatingsCSR, gather_entries
+from recsys_core.data.recency import rating_ages, recency_weights
 from recsys_core.evaluation.baselines import FEEDBACK, Baseline, Scorer, feedback
-from recsys_core.models.ease import gram, precision_matrix
+from recsys_core.models.ease import dropout_penalty, gram, precision_matrix
 
 LAMBDAS = (50.0, 100.0, 200.0, 400.0, 800.0, 1600.0)  # EASE's grid
 EDLAE_LAMBDAS = (10.0, 50.0, 200.0, 800.0)  # the dropout penalty carries most of the weight
 DROPOUTS = (0.0, 0.1, 0.25, 0.5)
 HALF_LIVES = (5.0, 10.0, 20.0, 40.0, 80.0, 160.0, math.inf)  # in ratings; inf: no decay
-
-
-def rating_ages(data: RatingsCSR) -> np.ndarray:
-    """(nnz,) int64 age of every entry: its position counted back from its user's latest rating.
-
-    Each user's ratings are ordered by (timestamp, film index): film indices follow movieId,
-    so ties in time are broken by movieId as in the holdout rule. The latest rating has age
-    0, the one before it 1, and so on.
-    """
-    rows = data.entry_rows()
-    order = np.lexsort((data.indices, data.timestamps, rows))  # by user, then time, then film
-    position = np.empty(len(order), dtype=np.int64)
-    position[order] = np.arange(len(order), dtype=np.int64) - data.indptr[rows[order]]
-    return data.counts[rows] - 1 - position
-
-
-def recency_weights(ages: np.ndarray, half_life: float) -> np.ndarray:
-    """(len(ages),) float64 weights ``0.5 ** (ages / half_life)``: 1 for every age when
-    ``half_life`` is inf. Raises ValueError unless ``half_life > 0``."""
-    if not half_life > 0:
-        raise ValueError(f"half_life must be > 0 (inf: no decay), got {half_life}")
-    if math.isinf(half_life):
-        return np.ones(len(ages), dtype=np.float64)
-    return np.exp2(-np.asarray(ages, dtype=np.float64) / half_life)
-
-
-def dropout_penalty(counts: torch.Tensor, lam: float, p: float) -> torch.Tensor:
-    """(n_films,) float64 diagonal of ``Lambda = lambda I + p / (1 - p) diagMat(diag(X^T X))``.
-
-    ``counts``: (n_films,) ``diag(X^T X)``, each film's number of entries. Steck 2020, eq. for
-    the emphasized-denoising penalty. Raises ValueError unless ``lam > 0`` and ``0 <= p < 1``.
-    """
-    if not lam > 0:
-        raise ValueError(f"lambda must be > 0, got {lam}")
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"dropout p must be in [0, 1), got {p}")
-    return lam + (p / (1.0 - p)) * counts.to(torch.float64)
 
 
 @dataclass(frozen=True)

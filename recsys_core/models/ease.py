@@ -56,22 +56,50 @@ def gram(csr: RatingsCSR, films: np.ndarray | None = None, block: int = 2048) ->
     return out
 
 
-def precision_matrix(g: torch.Tensor, l2: float, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """``P = (g + l2 I)^-1`` of the (m, m) Gram matrix ``g`` (which may be overwritten).
+def precision_matrix(g: torch.Tensor, l2: float | torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``P = (g + diagMat(l2))^-1`` of the (m, m) Gram matrix ``g``; ``g`` is left as it was.
 
-    ``dtype`` None: float64 up to ``DOUBLE_MAX_FILMS`` films, float32 above (at 20,000 films
-    each float32 copy is 1.6 GB). Raises torch.linalg.LinAlgError if singular (l2 <= 0).
+    ``l2``: a scalar ridge penalty or an (m,) diagonal penalty. ``dtype`` None: float64 up
+    to ``DOUBLE_MAX_FILMS`` films, float32 above (at 20,000 films each float32 copy is 1.6
+    GB, so ``g`` of that dtype gets the penalty in place and its diagonal back afterwards
+    rather than a copy). Raises torch.linalg.LinAlgError if singular (a penalty <= 0).
     """
     if dtype is None:
         dtype = torch.float64 if g.shape[0] <= DOUBLE_MAX_FILMS else torch.float32
     p = g.to(dtype)
-    p.diagonal().add_(l2)
-    return torch.linalg.inv(p)
+    diagonal = p.diagonal().clone() if p.data_ptr() == g.data_ptr() else None
+    p.diagonal().add_(torch.as_tensor(l2, dtype=torch.float64).to(dtype))
+    try:
+        return torch.linalg.inv(p)
+    finally:
+        if diagonal is not None:
+            p.diagonal().copy_(diagonal)
 
 
-def ease_weights(g: torch.Tensor, l2: float) -> torch.Tensor:
-    """(m, m) float32 EASE weights ``B = -P / diag(P)`` with a zero diagonal, from the Gram ``g``."""
-    p = precision_matrix(g, l2)
+def dropout_penalty(counts: torch.Tensor, lam: float, p: float) -> torch.Tensor:
+    """(n_films,) float64 diagonal of ``Lambda = lambda I + p / (1 - p) diagMat(diag(X^T X))``.
+
+    ``counts``: (n_films,) ``diag(X^T X)``, each film's number of entries. Steck 2020,
+    "Autoencoders that don't overfit towards the identity" (NeurIPS): the penalty that input
+    dropout of rate ``p`` induces, with full emphasis on the dropped entries (EDLAE); ``p = 0``
+    is EASE's ``lambda I``. Raises ValueError unless ``lam > 0`` and ``0 <= p < 1``.
+    """
+    if not lam > 0:
+        raise ValueError(f"lambda must be > 0, got {lam}")
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout p must be in [0, 1), got {p}")
+    return lam + (p / (1.0 - p)) * counts.to(torch.float64)
+
+
+def ease_weights(g: torch.Tensor, l2: float, dropout: float = 0.0) -> torch.Tensor:
+    """(m, m) float32 weights ``B = -P / diag(P)`` with a zero diagonal, from the (m, m) Gram
+    ``g`` (left unchanged).
+
+    ``dropout`` 0: EASE, ``P = (g + l2 I)^-1``; ``dropout`` p > 0: EDLAE (Steck 2020), ``P =
+    (g + Lambda)^-1`` with ``Lambda = dropout_penalty(diag(g), l2, p)``. Raises ValueError
+    for ``l2 <= 0`` or ``dropout`` outside [0, 1).
+    """
+    p = precision_matrix(g, dropout_penalty(torch.diagonal(g), l2, dropout))
     b = p.div_(-torch.diagonal(p).clone()[None, :])
     b.fill_diagonal_(0.0)
     return b.float()

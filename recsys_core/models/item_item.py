@@ -1,4 +1,5 @@
-"""The item-item term beside the user AE: a sparse linear map from a user's liked films to
+"""The item-item term beside the user AE: a sparse linear map from a user's films (their
+liked or all ratings, recency-weighted: ``recsys_core.models.user_ae.item_inputs``) to
 scores over the vocabulary (each film keeps its ``k`` strongest weights).
 
 A rank-64 decoder scores films through a narrow user embedding, so it blurs the specific
@@ -42,19 +43,20 @@ class ItemItemTerm(nn.Module):
     def active(self) -> bool:
         return self.k > 0 and float(self.blend) != 0.0
 
-    def add_to(self, scores: torch.Tensor, rows: torch.Tensor, films: torch.Tensor, liked: torch.Tensor) -> torch.Tensor:
-        """Add ``blend * sum_i liked_i W[i]`` for the entries (rows, films, liked) to the float32
-        (n_rows, n_films) ``scores`` in place (no second dense matrix); returns ``scores``."""
+    def add_to(self, scores: torch.Tensor, rows: torch.Tensor, films: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """Add ``blend * sum_i x_i W[i]`` for the entries (rows, films, inputs x) to the float32
+        (n_rows, n_films) ``scores`` in place (no second dense matrix); returns ``scores``.
+        Entries with input 0 cost nothing."""
         if scores.dtype != torch.float32 or not scores.is_contiguous():
             raise ValueError(f"scores must be contiguous float32, got {scores.dtype}")
-        keep = liked > 0
-        rows, films = rows[keep], films[keep]
+        keep = inputs > 0
+        rows, films, inputs = rows[keep], films[keep], inputs[keep].float()
         target = (rows[:, None] * self.n_films + self.index[films]).reshape(-1)
-        values = (self.weight[films] * self.blend).reshape(-1)
+        values = (self.weight[films] * (self.blend * inputs)[:, None]).reshape(-1)
         scores.view(-1).index_add_(0, target, values)
         return scores
 
-    def scores(self, rows: torch.Tensor, films: torch.Tensor, liked: torch.Tensor, n_rows: int) -> torch.Tensor:
+    def scores(self, rows: torch.Tensor, films: torch.Tensor, inputs: torch.Tensor, n_rows: int) -> torch.Tensor:
         """(n_rows, n_films) the term alone."""
         out = torch.zeros((n_rows, self.n_films), dtype=torch.float32, device=self.weight.device)
-        return self.add_to(out, rows, films, liked)
+        return self.add_to(out, rows, films, inputs)

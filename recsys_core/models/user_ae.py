@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from recsys_core.data.csr import LIKED_RATING, RatingsCSR, gather_entries
+from recsys_core.data.recency import entry_ages
 from recsys_core.models.item_item import ItemItemTerm
 
 
@@ -41,7 +42,13 @@ class UserAEConfig:
     input_dropout: float = 0.3
     init_std: float = 0.01
     item_neighbours: int = 200  # weights kept per film in the item-item term (0: no term)
-    liked_rating: float = LIKED_RATING  # ratings from here up are the item-item term's input
+    liked_rating: float = LIKED_RATING  # ratings from here up are "liked" (loss targets)
+    # The item-item term's input (chosen on the validation users by the training run):
+    # "liked" (ratings >= liked_rating) or "all" ratings, each weighted 0.5 ** (age /
+    # item_half_life) by its age in the user's rating order (recsys_core.data.recency);
+    # item_half_life None: no decay.
+    item_feedback: str = "liked"
+    item_half_life: float | None = None
 
 
 @dataclass
@@ -54,17 +61,16 @@ class UserBatch:
     rows: torch.Tensor  # (nnz,) int64 row of each entry within the batch (0..B-1)
     # (nnz,) float32 loss weight of each entry as a reconstruction target; None: every entry 1
     targets: torch.Tensor | None = None
-    # (nnz,) float32 1 where the entry is a liked rating (the item-item term's input); None: none
-    liked: torch.Tensor | None = None
+    ratings: torch.Tensor | None = None  # (nnz,) float32 stars of each entry; None: unknown
+    ages: torch.Tensor | None = None  # (nnz,) int64 age in its user's rating order (recency)
 
     @property
     def size(self) -> int:
         return self.offsets.shape[0]
 
     def to(self, device: torch.device | str) -> UserBatch:
-        targets = None if self.targets is None else self.targets.to(device)
-        liked = None if self.liked is None else self.liked.to(device)
-        return UserBatch(*(t.to(device) for t in (self.indices, self.offsets, self.weights, self.rows)), targets, liked)
+        moved = [None if t is None else t.to(device) for t in (self.targets, self.ratings, self.ages)]
+        return UserBatch(*(t.to(device) for t in (self.indices, self.offsets, self.weights, self.rows)), *moved)
 
     def target_weights(self) -> torch.Tensor:
         return self.targets if self.targets is not None else torch.ones_like(self.weights)
@@ -82,10 +88,10 @@ def user_batch(
 
     Input weights are L2-normalized binary (1 / sqrt(films of the user)), with input
     dropout: dropped entries keep weight 0 (they stay in the batch as loss targets); kept
-    ones are scaled by 1 / (1 - dropout) as in inverted dropout. Entries rated from
-    ``liked_rating`` up are marked liked (the item-item term's input). ``low_target_weight``
+    ones are scaled by 1 / (1 - dropout) as in inverted dropout. ``low_target_weight``
     gives the entries below ``liked_rating`` that loss weight (liked ones weigh 1); None
-    leaves every entry a target of weight 1.
+    leaves every entry a target of weight 1. Each entry's stars and age in its user's rating
+    order ride along (``item_inputs``: the item-item term's input).
     """
     positions, counts = gather_entries(csr.indptr, rows)
     norm = 1.0 / np.sqrt(np.maximum(counts, 1)).astype(np.float32)
@@ -94,18 +100,42 @@ def user_batch(
         keep = torch.rand(len(positions), generator=generator) >= dropout
         weights = weights * keep / (1.0 - dropout)
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-    liked = csr.ratings[positions] >= liked_rating
+    ratings = csr.ratings[positions]
     target_weights = None
     if low_target_weight is not None:
-        target_weights = torch.from_numpy(np.where(liked, 1.0, low_target_weight).astype(np.float32))
+        target_weights = torch.from_numpy(np.where(ratings >= liked_rating, 1.0, low_target_weight).astype(np.float32))
+    batch_rows = np.repeat(np.arange(len(rows), dtype=np.int64), counts)
+    films = csr.indices[positions]
     return UserBatch(
-        indices=torch.from_numpy(csr.indices[positions]),
+        indices=torch.from_numpy(films),
         offsets=torch.from_numpy(offsets),
         weights=weights,
-        rows=torch.from_numpy(np.repeat(np.arange(len(rows), dtype=np.int64), counts)),
+        rows=torch.from_numpy(batch_rows),
         targets=target_weights,
-        liked=torch.from_numpy(liked.astype(np.float32)),
+        ratings=torch.from_numpy(np.ascontiguousarray(ratings, dtype=np.float32)),
+        ages=torch.from_numpy(entry_ages(batch_rows, films, csr.timestamps[positions])),
     )
+
+
+ITEM_FEEDBACK = ("liked", "all")
+
+
+def item_inputs(batch: UserBatch, feedback: str, half_life: float | None, liked_rating: float) -> torch.Tensor | None:
+    """(nnz,) float32 weight of each entry of ``batch`` as the item-item term's input, or None
+    when the batch carries no stars.
+
+    ``feedback`` "liked": 1 for ratings >= ``liked_rating``, 0 below; "all": 1 for every
+    rating. Times ``0.5 ** (age / half_life)`` (``recsys_core.data.recency``) unless
+    ``half_life`` is None. Raises ValueError for another ``feedback``.
+    """
+    if feedback not in ITEM_FEEDBACK:
+        raise ValueError(f"item feedback must be one of {ITEM_FEEDBACK}, got {feedback!r}")
+    if batch.ratings is None:
+        return None
+    inputs = (batch.ratings >= liked_rating).float() if feedback == "liked" else torch.ones_like(batch.ratings)
+    if half_life is not None and batch.ages is not None:
+        inputs = inputs * torch.exp2(-batch.ages.float() / half_life)
+    return inputs
 
 
 class UserAE(nn.Module):
@@ -152,9 +182,15 @@ class UserAE(nn.Module):
     def add_item_scores(self, scores: torch.Tensor, batch: UserBatch) -> torch.Tensor:
         """``scores`` (B, n_films) plus the blended item-item term, as float32 (in place when
         ``scores`` is already float32); unchanged when the term is off."""
-        if not self.item_item.active or batch.liked is None:
+        inputs = self.item_inputs(batch) if self.item_item.active else None
+        if inputs is None:
             return scores
-        return self.item_item.add_to(scores.float().contiguous(), batch.rows, batch.indices, batch.liked)
+        return self.item_item.add_to(scores.float().contiguous(), batch.rows, batch.indices, inputs)
+
+    def item_inputs(self, batch: UserBatch) -> torch.Tensor | None:
+        """(nnz,) the item-item term's input weights of ``batch`` with this model's settings."""
+        c = self.config
+        return item_inputs(batch, c.item_feedback, c.item_half_life, c.liked_rating)
 
     def forward(self, batch: UserBatch) -> torch.Tensor:
         """(B, n_films) recommendation scores: AE logits plus the item-item term."""

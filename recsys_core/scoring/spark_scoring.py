@@ -57,7 +57,7 @@ from recsys_core.spark import fs
 from recsys_core.training import artifacts
 
 log = logging.getLogger(__name__)
-USER_COLUMNS = ("user_id", "film_idx", "rating")
+USER_COLUMNS = ("user_id", "film_idx", "rating", "timestamp")  # timestamps: the term's recency
 
 
 # ---------------------------------------------------------------- executor side
@@ -81,7 +81,7 @@ def users_csr(batch: pa.RecordBatch, n_films: int) -> tuple[RatingsCSR, np.ndarr
         indptr=indptr_from_counts(lengths),
         indices=indices,
         ratings=pc.list_flatten(ratings).to_numpy(zero_copy_only=False).astype(np.float32),
-        timestamps=np.zeros(len(indices), dtype=np.int64),  # scoring reads no timestamps
+        timestamps=pc.list_flatten(batch.column("timestamp")).to_numpy(zero_copy_only=False).astype(np.int64),
         n_films=n_films,
     )
     return csr, batch.column("user_id").to_numpy(zero_copy_only=False).astype(np.int64)

@@ -1,44 +1,124 @@
-"""Stage 4 of a training run: give the user AE its item-item term and choose the blend."""
+"""Stage 4 of a training run: give the user AE its item-item term, and choose the term's
+blend and the recency half-life of its input on the validation users.
+
+A coordinate search (each point the whole model's validation NDCG@10; ties keep the point
+tried first, the simpler one):
+
+1. every blend of ``ItemItemConfig.blends`` without decay (blend 0 is the AE alone);
+2. at that blend, every half-life of ``ItemItemConfig.half_lives`` (the input weighted
+   toward the user's latest ratings, ``recsys_core.data.recency``);
+3. at the chosen half-life, every blend again (the decay shrinks the term's scale).
+
+The AE's logits of the validation users are computed once and kept when they fit in
+``CACHE_BYTES`` (only the term changes between points).
+"""
 
 from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from recsys_core.data.csr import RatingsCSR
-from recsys_core.models.user_ae import UserAE
+from recsys_core.device import autocast
+from recsys_core.models.user_ae import UserAE, user_batch
+from recsys_core.ranking.metrics import validation_metrics
+from recsys_core.ranking.top_n import top_n_lists
 from recsys_core.training.config import TrainConfig
 from recsys_core.training.item_item import ItemItemFit
-from recsys_core.training.validation import Validation, model_metrics
+from recsys_core.training.validation import Validation
 
 log = logging.getLogger(__name__)
+CACHE_BYTES = 2 << 30  # keep the validation users' AE logits when they take at most this
+
+
+@dataclass(frozen=True)
+class TermSetting:
+    blend: float
+    half_life: float | None  # in ratings; None: no decay
+
+
+class ValidationScorer:
+    """The model's validation metrics for any term setting, the AE's logits computed once."""
+
+    def __init__(self, model: UserAE, train: RatingsCSR, validation: Validation, config: TrainConfig,
+                 device: torch.device, bf16: bool):  # fmt: skip
+        self.model, self.validation, self.top_n = model, validation, config.top_n
+        self.device, self.bf16 = device, bf16
+        users, size = validation.users, config.eval_batch_size
+        self.batches = [user_batch(train, users[lo : lo + size], liked_rating=model.config.liked_rating).to(device)
+                        for lo in range(0, len(users), size)]  # fmt: skip
+        self.cache = len(users) * train.n_films * 4 <= CACHE_BYTES
+        self.logits = [self._logits(batch) for batch in self.batches] if self.cache else None
+
+    def _logits(self, batch) -> torch.Tensor:
+        with torch.no_grad(), autocast(self.device, self.bf16):
+            return self.model.ae_logits(batch).float()
+
+    def metrics(self, setting: TermSetting) -> dict:
+        model = self.model
+        model.item_item.set_blend(setting.blend)
+        model.config.item_half_life = setting.half_life
+        model.eval()
+        tops = []
+        with torch.no_grad():
+            for i, batch in enumerate(self.batches):
+                logits = self.logits[i].clone() if self.logits is not None else self._logits(batch)
+                scores = model.add_item_scores(logits, batch)
+                tops.append(top_n_lists(scores, batch.rows, batch.indices, self.top_n))
+        top = np.concatenate(tops) if tops else np.zeros((0, self.top_n), dtype=np.int64)
+        return validation_metrics(top, self.validation.relevant)
 
 
 def choose_blend(model: UserAE, fit: ItemItemFit, ae_metrics: dict, train: RatingsCSR, validation: Validation,
                  config: TrainConfig, device: torch.device, bf16: bool) -> tuple[dict, dict]:  # fmt: skip
-    """Give ``model`` the item-item term ``fit`` (on ``train``) and pick its blend on ``validation``.
+    """Give ``model`` the item-item term ``fit`` (on ``train``, input ``fit.point.feedback``)
+    and choose its blend and half-life on ``validation`` (module docstring).
 
-    Returns (a summary for the manifest, the validation metrics of the chosen blend). Each
-    blend of ``config.item.blends`` is scored on the validation users (blend 0 is the AE
-    alone, already scored: ``ae_metrics``); the best NDCG@10 wins (ties: the smaller
-    blend), so the AE alone is kept when the term does not help.
+    Returns (a summary for the manifest, the validation metrics of the chosen setting) and
+    leaves ``model`` with that setting (blend 0: the AE alone, no decay).
     """
     model.item_item.set(fit.index.to(device), fit.weight.to(device))
+    model.config.item_feedback = fit.point.feedback
+    scorer = ValidationScorer(model, train, validation, config, device, bf16)
     grid: list[dict] = []
-    best_blend, best_metrics = 0.0, None
-    for blend in sorted(config.item.blends):
-        model.item_item.set_blend(blend)
-        metrics = ae_metrics if blend == 0 else model_metrics(model, train, validation, config.top_n,
-                                                             config.eval_batch_size, device, bf16)  # fmt: skip
-        grid.append({"blend": blend, **metrics})
-        if best_metrics is None or metrics.get("ndcg@10", math.nan) > best_metrics.get("ndcg@10", math.nan):
-            best_blend, best_metrics = blend, metrics
-    assert best_metrics is not None  # blends is non-empty (TrainConfig.validate)
-    model.item_item.set_blend(best_blend)
-    log.info("item-item blend %.1f: validation ndcg@10 %.4f (AE alone %.4f)", best_blend,
-             best_metrics.get("ndcg@10", math.nan), ae_metrics.get("ndcg@10", math.nan))  # fmt: skip
-    summary = {"films": fit.films, "neighbours": config.user.item_neighbours, "l2": config.item.l2,
-               "blend": best_blend, "seconds": round(fit.seconds, 3), "grid": grid}  # fmt: skip
-    return summary, best_metrics
+    scored: dict[TermSetting, dict] = {}
+
+    def run(setting: TermSetting) -> None:
+        if setting in scored:
+            return
+        no_term = setting.blend == 0 or fit.films == 0
+        metrics = ae_metrics if no_term and setting.half_life is None else scorer.metrics(setting)
+        scored[setting] = metrics
+        half_life = "none" if setting.half_life is None else setting.half_life
+        grid.append({"blend": setting.blend, "half_life": half_life, **metrics})
+
+    def best() -> TermSetting:
+        return max(scored, key=lambda s: (scored[s].get("ndcg@10", -math.inf), -list(scored).index(s)))
+
+    blends = sorted(config.item.blends)
+    for blend in blends:
+        run(TermSetting(blend, None))
+    at = best()
+    if at.blend > 0 and fit.films:
+        for half_life in sorted(config.item.half_lives):
+            run(TermSetting(at.blend, half_life))
+        at = best()
+        if at.half_life is not None:
+            for blend in blends:
+                if blend > 0:
+                    run(TermSetting(blend, at.half_life))
+    chosen = best()
+    model.item_item.set_blend(chosen.blend)
+    model.config.item_half_life = chosen.half_life if chosen.blend > 0 else None
+    metrics = scored[chosen]
+    log.info("item-item blend %.1f, half-life %s: validation ndcg@10 %.4f (AE alone %.4f)", chosen.blend,
+             model.config.item_half_life, metrics.get("ndcg@10", math.nan), ae_metrics.get("ndcg@10", math.nan))  # fmt: skip
+    point = fit.point
+    summary = {"films": fit.films, "neighbours": config.user.item_neighbours, "feedback": point.feedback,
+               "l2": point.l2, "dropout": point.dropout, "blend": chosen.blend,
+               "half_life": model.config.item_half_life, "seconds": round(fit.seconds, 3), "grid": grid}  # fmt: skip
+    return summary, metrics

@@ -70,8 +70,10 @@ class TrainConfig:
             raise ConfigError(f"low_target_weight must be >= 0, got {self.low_target_weight}")
         if self.user.item_neighbours < 0:
             raise ConfigError(f"user.item_neighbours must be >= 0, got {self.user.item_neighbours}")
-        if self.item.l2 <= 0 or self.item.max_films < 0 or not self.item.blends:
-            raise ConfigError(f"item: l2 must be > 0, max_films >= 0 and blends non-empty, got {self.item}")
+        try:
+            self.item.validate()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
         if not 0.0 <= self.user.input_dropout < 1.0:
             raise ConfigError(f"user.input_dropout must be in [0, 1), got {self.user.input_dropout}")
 

@@ -4,10 +4,12 @@
 The stages, in order (each a function of its own module):
 
 1. film AE (``training.film``): film embeddings from genome, genres and numeric features;
-2. item-item fit (``training.item_item``): pruned EASE on the liked ratings, first, so that
-   the time cap (``TrainConfig.max_minutes``) covers it;
+2. item-item fit (``training.item_search``): pruned EASE / EDLAE, its input (liked or all
+   ratings) and penalty chosen on the validation users; first, so that the time cap
+   (``TrainConfig.max_minutes``) covers it;
 3. user-AE epochs with early stopping on validation NDCG@10 (``training.user_loop``);
-4. blend (``training.blend``): the item-item term's weight, chosen on the validation users;
+4. blend (``training.blend``): the item-item term's weight and the recency half-life of
+   its input, chosen on the validation users;
 5. refit (``training.user_loop``): on small data, a fresh model on every rating for the
    best number of epochs, when it fits in the time cap;
 6. save: weights + manifest (``training.artifacts``), user and film embeddings.
@@ -15,6 +17,7 @@ The stages, in order (each a function of its own module):
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -32,7 +35,8 @@ from recsys_core.training import artifacts
 from recsys_core.training.blend import choose_blend
 from recsys_core.training.config import TrainConfig
 from recsys_core.training.film import train_film_ae
-from recsys_core.training.item_item import ItemItemFit, fit_item_item
+from recsys_core.training.item_item import ItemItemFit, ItemItemPoint, fit_item_item
+from recsys_core.training.item_search import search_item_item
 from recsys_core.training.user_loop import UserTraining, refit_user_ae, should_refit, train_user_ae
 from recsys_core.training.validation import Validation, popularity_metrics, split_validation
 
@@ -52,7 +56,7 @@ def run_training(warehouse: Warehouse, ds: str, config: TrainConfig | None = Non
     Raises ConfigError for a setting out of range, InputError when the features are
     missing or malformed.
     """
-    config = config or TrainConfig()
+    config = copy.deepcopy(config or TrainConfig())  # the chosen term settings are written into it
     config.validate()
     started = time.monotonic()
     device, bf16 = select_device(config.device)
@@ -67,11 +71,13 @@ def run_training(warehouse: Warehouse, ds: str, config: TrainConfig | None = Non
     film_model, film_content, film_loss = train_film_ae(features.films, config, device, bf16)
     capped_from = time.monotonic()
     deadline = capped_from + config.max_minutes * 60
-    item_fit = fit_item_item_term(train, config, device)
+    search = search_item_item(train, validation, config, device)
     user = train_user_ae(train, validation, film_content, config, device, bf16, deadline)
-    item_item, metrics = choose_blend(user.model, item_fit, user.best.metrics, train, validation, config,
+    item_item, metrics = choose_blend(user.model, search.best, user.best.metrics, train, validation, config,
                                       device, bf16)  # fmt: skip
-    model, refit = refit_on_every_rating(user, validation, csr, film_content, config, device, bf16, deadline)
+    item_item["search"] = search.summary()
+    model, refit = refit_on_every_rating(user, search.best.point, validation, csr, film_content, config, device,
+                                         bf16, deadline)  # fmt: skip
     user_seconds = time.monotonic() - capped_from
 
     popularity = popularity_metrics(train, validation, config.top_n, device)
@@ -102,19 +108,19 @@ def run_training(warehouse: Warehouse, ds: str, config: TrainConfig | None = Non
     return TrainRun(film_model, model, manifest)
 
 
-def fit_item_item_term(csr: RatingsCSR, config: TrainConfig, device: torch.device) -> ItemItemFit:
-    """The item-item term's weights on ``csr`` (its liked ratings), with the run's settings."""
-    return fit_item_item(csr, config.user.item_neighbours, config.item, config.user.liked_rating, device)
+def fit_item_item_term(csr: RatingsCSR, point: ItemItemPoint, config: TrainConfig, device: torch.device) -> ItemItemFit:
+    """The item-item term's weights on ``csr`` at the chosen ``point`` (input, lambda, dropout)."""
+    return fit_item_item(csr, config.user.item_neighbours, config.item, config.user.liked_rating, device, point)
 
 
-def refit_on_every_rating(user: UserTraining, validation: Validation, full: RatingsCSR,
+def refit_on_every_rating(user: UserTraining, point: ItemItemPoint, validation: Validation, full: RatingsCSR,
                           film_content: torch.Tensor | None, config: TrainConfig, device: torch.device,
                           bf16: bool, deadline: float) -> tuple[UserAE, dict | None]:  # fmt: skip
     """(the model to publish, the refit summary or None when no refit ran).
 
     When validation hid at least ``config.refit_min_hidden_share`` of ``full`` and the best
     number of epochs fits before ``deadline``, a fresh model is trained on every rating and
-    gets its own item-item term with the chosen blend. A refit the cap cuts short is
+    gets its own item-item term at the chosen ``point``, blend and half-life. A refit the cap cuts short is
     dropped (the validated model is kept; the summary says ``complete: false``).
     """
     if not should_refit(validation, full, config):
@@ -127,8 +133,10 @@ def refit_on_every_rating(user: UserTraining, validation: Validation, full: Rati
     if not refit["complete"]:
         log.info("refit cut by the time cap: keeping the validated model")
         return user.model, refit
-    fit = fit_item_item_term(full, config, device)
+    fit = fit_item_item_term(full, point, config, device)
     model.item_item.set(fit.index.to(device), fit.weight.to(device), float(user.model.item_item.blend))
+    model.config.item_feedback = user.model.config.item_feedback
+    model.config.item_half_life = user.model.config.item_half_life
     refit["item_item_seconds"] = round(fit.seconds, 3)
     model.eval()
     return model, refit

@@ -1,0 +1,126 @@
+"""Stage 2 of a training run: choose the item-item term's input and penalty on the validation
+users, before the AE's epochs.
+
+Which closed form fits a catalogue best differs by data: on MovieLens the liked ratings with
+EASE's ridge penalty do, on sparse release-driven data (users with a handful of ratings)
+every rating as input and a smaller penalty do, and EDLAE's dropout-emphasis penalty
+(Steck 2020) helps some sets. No single setting wins everywhere, so each night picks its own
+by a coordinate search, each point one closed-form fit scored alone (the term's top-N of
+the validation users' training ratings, NDCG@10 as everywhere in training):
+
+1. the input feedback (``ItemItemConfig.feedbacks``) at ``l2``;
+2. at the best feedback, the other lambdas (``l2s``);
+3. at the best feedback and lambda, the EDLAE dropouts, each at that lambda and a quarter of it
+   (the dropout penalty takes over part of the ridge's work).
+
+The Gram matrix of a feedback is built once. Every fit costs about the same (cubic in the
+fitted films), so the search stops before a fit that would take it past
+``search_share * max_minutes`` (the first point always runs): small data gets the whole
+search, the full release on 2 CPU cores its first points, a GPU most of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from recsys_core.data.csr import RatingsCSR
+from recsys_core.models.item_item import ItemItemTerm
+from recsys_core.models.user_ae import UserBatch, item_inputs
+from recsys_core.ranking.metrics import validation_metrics
+from recsys_core.training.config import TrainConfig
+from recsys_core.training.item_item import GramOf, ItemItemFit, ItemItemPoint, build_gram, solve
+from recsys_core.training.validation import Validation, top_n_of
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Search:
+    """The search's best fit, its validation metrics, and every point tried (for the manifest)."""
+
+    best: ItemItemFit
+    metrics: dict
+    tried: list[dict] = field(default_factory=list)
+    stopped_early: bool = False  # the time budget ended the search before its last point
+
+    def summary(self) -> dict:
+        return {"chosen": asdict(self.best.point), "metrics": self.metrics, "tried": self.tried,
+                "stopped_early": self.stopped_early}  # fmt: skip
+
+
+def term_metrics(fit: ItemItemFit, train: RatingsCSR, validation: Validation, config: TrainConfig,
+                 device: torch.device) -> dict:  # fmt: skip
+    """Validation metrics of the term alone (blend 1, no decay) with ``fit``'s weights."""
+    term = ItemItemTerm(train.n_films, fit.index.shape[1]).to(device)
+    term.set(fit.index.to(device), fit.weight.to(device), 1.0)
+    liked = config.user.liked_rating
+
+    def score(batch: UserBatch) -> torch.Tensor:
+        inputs = item_inputs(batch, fit.point.feedback, None, liked)
+        return term.scores(batch.rows, batch.indices, inputs, batch.size)
+
+    top = top_n_of(score, train, validation.users, config.top_n, config.eval_batch_size, device, liked)
+    return validation_metrics(top, validation.relevant)
+
+
+def search_item_item(train: RatingsCSR, validation: Validation, config: TrainConfig, device: torch.device) -> Search:
+    """The best ``ItemItemFit`` on ``train`` by its validation NDCG@10 (module docstring)."""
+    item, k = config.item, config.user.item_neighbours
+    started = time.monotonic()
+    budget = item.search_share * config.max_minutes * 60
+    grams: dict[str, GramOf] = {}
+    scored: dict[ItemItemPoint, float] = {}  # NDCG@10 of each point tried, in order
+    search = Search(best=empty_fit(train.n_films), metrics={})
+    fit_seconds = 0.0
+
+    def run(point: ItemItemPoint) -> None:
+        nonlocal fit_seconds
+        if point in scored or search.stopped_early:
+            return
+        spent = time.monotonic() - started
+        if scored and spent + fit_seconds > budget:
+            log.info("item-item search: %.0fs spent, the next fit (~%.0fs) would pass its budget of %.0fs; "
+                     "stopping at %d points", spent, fit_seconds, budget, len(scored))  # fmt: skip
+            search.stopped_early = True
+            return
+        if point.feedback not in grams:
+            grams.clear()  # one Gram at a time: at 20,000 films each is 1.6 GB
+            grams[point.feedback] = build_gram(train, point.feedback, item.max_films, config.user.liked_rating, device)
+        t0 = time.monotonic()
+        fit = solve(grams[point.feedback], train.n_films, k, point)
+        fit.gram_seconds = grams[point.feedback].seconds
+        metrics = term_metrics(fit, train, validation, config, device)
+        fit_seconds = max(fit_seconds, time.monotonic() - t0)
+        value = metrics.get("ndcg@10", -math.inf)
+        if not scored or value > max(scored.values()):  # ties: the point tried first (simpler)
+            search.best, search.metrics = fit, metrics
+        scored[point] = value
+        search.tried.append({**asdict(point), **metrics, "seconds": round(time.monotonic() - t0, 3)})
+        log.info("item-item search: %s input, l2 %g, dropout %g: ndcg@10 %.4f", point.feedback, point.l2,
+                 point.dropout, value)  # fmt: skip
+
+    if k == 0:
+        return search
+    for feedback in item.feedbacks:
+        run(ItemItemPoint(feedback, item.l2, 0.0))
+    for lam in item.l2s:
+        run(ItemItemPoint(search.best.point.feedback, lam, 0.0))
+    at = search.best.point
+    for p in item.dropouts:
+        for lam in (at.l2, at.l2 / 4):
+            run(ItemItemPoint(at.feedback, lam, p))
+    chosen = search.best.point
+    search.best.seconds = time.monotonic() - started
+    log.info("item-item search: %d points in %.1fs; chosen %s input, l2 %g, dropout %g (ndcg@10 %.4f)",
+             len(scored), search.best.seconds, chosen.feedback, chosen.l2, chosen.dropout, scored[chosen])  # fmt: skip
+    return search
+
+
+def empty_fit(n_films: int) -> ItemItemFit:
+    """A term without weights (k = 0: the term is off)."""
+    return ItemItemFit(torch.zeros((n_films, 0), dtype=torch.int64), torch.zeros((n_films, 0)), 0, 0.0)

@@ -1,0 +1,203 @@
+"""The temporal signal in the model: the item-item term's input chosen on validation (liked or
+all ratings, EASE or EDLAE penalty) and weighted toward each user's latest ratings, the same
+in training, local scoring and Spark scoring."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from recsys_core.data.csr import RatingsCSR
+from recsys_core.data.features import load_features
+from recsys_core.data.recency import entry_ages, rating_ages
+from recsys_core.models import UserAE, UserAEConfig
+from recsys_core.models.ease import dropout_penalty, ease_weights, precision_matrix
+from recsys_core.models.user_ae import user_batch
+from recsys_core.paths import Warehouse
+from recsys_core.scoring.score import ScoreConfig, run_scoring
+from recsys_core.training import artifacts
+from recsys_core.training.blend import choose_blend
+from recsys_core.training.config import TrainConfig
+from recsys_core.training.item_item import ItemItemConfig, ItemItemPoint, fit_item_item
+from recsys_core.training.item_search import search_item_item
+from recsys_core.training.train import run_training
+from recsys_core.training.validation import model_metrics, split_validation
+
+from .test_training import DS, TINY, write_tiny_features
+
+torch.set_num_threads(1)
+CPU = torch.device("cpu")
+
+
+def csr_of(users: list[list[tuple[int, float, int]]], n_films: int) -> RatingsCSR:
+    """A CSR from per-user (film, stars, timestamp) lists."""
+    counts = np.array([len(u) for u in users])
+    flat = [entry for u in users for entry in u]
+    return RatingsCSR(
+        np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        np.array([f for f, _, _ in flat], dtype=np.int64), np.array([r for _, r, _ in flat], dtype=np.float32),
+        np.array([t for _, _, t in flat], dtype=np.int64), n_films,
+    )  # fmt: skip
+
+
+def test_edlae_weights_are_each_films_regression_with_the_dropout_penalty():
+    """EDLAE (Steck 2020): column j regresses film j on the others with penalty
+    lambda + p / (1 - p) * count_i on film i; p = 0 is EASE."""
+    rng = np.random.default_rng(3)
+    x = torch.from_numpy((rng.random((40, 8)) < 0.4).astype(np.float64))
+    g, lam, p = x.T @ x, 2.0, 0.25
+    b = ease_weights(g.float(), lam, p).double()
+    penalty = dropout_penalty(torch.diagonal(g), lam, p)
+    for j in range(8):
+        others = [i for i in range(8) if i != j]
+        reference = torch.linalg.solve(g[others][:, others] + torch.diag(penalty[others]), g[others, j])
+        torch.testing.assert_close(b[others, j], reference, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ease_weights(g.float(), lam, 0.0), ease_weights(g.float(), lam))
+    assert not torch.allclose(ease_weights(g.float(), lam, 0.5), ease_weights(g.float(), lam))
+
+
+def test_precision_matrix_leaves_the_gram_as_it_was():
+    """The search solves one Gram for many penalties: no solve may change it (in float32 the
+    penalty goes onto the Gram's own diagonal and must be taken off again)."""
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.random((20, 6)).astype(np.float32))
+    g = x.T @ x
+    before = g.clone()
+    p32 = precision_matrix(g, torch.linspace(1.0, 2.0, 6, dtype=torch.float64), torch.float32)
+    assert torch.equal(g, before)
+    torch.testing.assert_close(p32 @ (before + torch.diag(torch.linspace(1.0, 2.0, 6))), torch.eye(6), atol=1e-4, rtol=0)
+    ease_weights(g, 3.0, 0.4)
+    assert torch.equal(g, before)
+
+
+def test_batch_ages_follow_each_users_rating_order():
+    csr = csr_of([[(3, 4.0, 50), (1, 3.0, 10), (2, 5.0, 50)], [], [(0, 1.0, 7), (4, 4.5, 5)]], n_films=5)
+    assert rating_ages(csr).tolist() == [0, 2, 1, 0, 1]  # a tie in time: the higher film index is later
+    batch = user_batch(csr, np.array([2, 0]))
+    assert batch.ages.tolist() == [0, 1, 0, 2, 1]
+    assert batch.ratings.tolist() == [1.0, 4.5, 4.0, 3.0, 5.0]
+    with pytest.raises(ValueError, match="differ in length"):
+        entry_ages(np.zeros(2, np.int64), np.zeros(2, np.int64), np.zeros(3, np.int64))
+
+
+def pair_users(n_users: int, seed: int, liked_share: float) -> RatingsCSR:
+    """Films in 10 pairs: each user rates both films of 3 pairs, the latest rating 5 stars and
+    the others 5 stars with probability ``liked_share`` (else 3)."""
+    rng = np.random.default_rng(seed)
+    users = []
+    for _ in range(n_users):
+        pairs = rng.choice(10, 3, replace=False)
+        films = [int(f) for pair in pairs for f in (2 * pair, 2 * pair + 1)]
+        stars = [5.0 if rng.random() < liked_share else 3.0 for _ in films[:-1]] + [5.0]
+        users.append([(f, s, 100 + t) for t, (f, s) in enumerate(zip(films, stars))])
+    return csr_of(users, 20)
+
+
+def test_the_search_takes_every_rating_as_input_when_likes_are_rare():
+    """With almost no liked ratings before the hidden one, a term fed liked ratings has no
+    input; the search must find that the term fed every rating predicts the hidden film."""
+    csr = pair_users(300, 0, liked_share=0.02)
+    train, validation = split_validation(csr, 100, seed=1)
+    config = replace(TrainConfig(), item=ItemItemConfig(l2s=(), dropouts=()), max_minutes=10)
+    config.user.item_neighbours = 5
+    search = search_item_item(train, validation, config, CPU)
+    assert [row["feedback"] for row in search.tried] == ["liked", "all"]
+    assert search.best.point == ItemItemPoint("all", 200.0, 0.0)
+    assert search.tried[1]["ndcg@10"] > search.tried[0]["ndcg@10"] + 0.3
+    assert search.metrics["ndcg@10"] == search.tried[1]["ndcg@10"] and not search.stopped_early
+
+    liked = search_item_item(train, validation, replace(config, item=ItemItemConfig(feedbacks=("liked",),
+                                                                                     l2s=(), dropouts=())), CPU)  # fmt: skip
+    assert liked.best.point.feedback == "liked"
+
+
+def test_the_search_stops_at_its_time_budget():
+    csr = pair_users(200, 1, liked_share=0.5)
+    train, validation = split_validation(csr, 100, seed=1)
+    config = replace(TrainConfig(), item=ItemItemConfig(search_share=0.0))
+    search = search_item_item(train, validation, config, CPU)
+    assert len(search.tried) == 1 and search.stopped_early  # the first point always runs
+    whole = search_item_item(train, validation, replace(config, item=ItemItemConfig()), CPU)
+    assert len(whole.tried) == 2 + 2 + 3 * 2 and not whole.stopped_early  # feedbacks, lambdas, dropouts x 2
+
+
+def drifting_users(n_users: int, seed: int) -> RatingsCSR:
+    """Films in 8 groups of 6: each user rates 5 films of one group, later 3 of another; the
+    last of them is the one validation hides. Only the latest ratings tell which group."""
+    rng = np.random.default_rng(seed)
+    users = []
+    for _ in range(n_users):
+        old, new = rng.choice(8, 2, replace=False)
+        films = [int(6 * old + f) for f in rng.choice(6, 5, replace=False)]
+        films += [int(6 * new + f) for f in rng.choice(6, 3, replace=False)]
+        users.append([(f, 5.0, 1000 + 10 * t) for t, f in enumerate(films)])
+    return csr_of(users, 48)
+
+
+def test_the_blend_search_weights_the_input_toward_the_latest_ratings_when_that_wins():
+    csr = drifting_users(400, 0)
+    train, validation = split_validation(csr, 200, seed=2)
+    config = replace(TrainConfig(), item=ItemItemConfig(l2=20.0, blends=(0.0, 1.0, 10.0), half_lives=(1.0, 100.0)))
+    config.user = UserAEConfig(item_neighbours=47)
+    torch.manual_seed(0)
+    model = UserAE(48, None, config.user)
+    fit = fit_item_item(train, 47, config.item, 4.0, CPU, ItemItemPoint("liked", 20.0, 0.0))
+    ae = model_metrics(model, train, validation, config.top_n, 256, CPU, False)
+    summary, metrics = choose_blend(model, fit, ae, train, validation, config, CPU, False)
+    no_decay = max(row["ndcg@10"] for row in summary["grid"] if row["half_life"] == "none")
+    assert summary["half_life"] == 1.0 and model.config.item_half_life == 1.0
+    assert metrics["ndcg@10"] > no_decay + 0.05
+    assert metrics == model_metrics(model, train, validation, config.top_n, 256, CPU, False)  # the model keeps it
+
+
+@pytest.fixture(scope="module")
+def decayed(tmp_path_factory) -> Warehouse:
+    """A trained tiny warehouse whose model's term (blend 5, the only one allowed) weighs every
+    rating as input with a 2-rating half-life (set in the manifest scoring rebuilds it from)."""
+    wh = write_tiny_features(tmp_path_factory.mktemp("recency") / "wh")
+    run = run_training(wh, DS, replace(TINY, item=ItemItemConfig(blends=(5.0,), half_lives=(2.0,))))
+    assert run.user_model.item_item.active
+    manifest = json.loads((Path(wh.models(DS)) / artifacts.MANIFEST).read_text())
+    manifest["config"]["user"].update(item_half_life=2.0, item_feedback="all")
+    (Path(wh.models(DS)) / artifacts.MANIFEST).write_text(json.dumps(manifest))
+    return wh
+
+
+def scored_rows(wh: Warehouse) -> dict:
+    table = pq.read_table(wh.recommendations_staging(DS))
+    columns = (table.column(c).to_pylist() for c in ("user_id", "rank", "movie_id", "score"))
+    return {(u, r): (m, s) for u, r, m, s in zip(*columns)}
+
+
+def test_scoring_weighs_the_term_input_by_the_models_half_life(decayed, spark):
+    """Local and Spark scoring rebuild the half-life and input from the manifest, and score
+    exactly what the model computes on batches with the users' timestamps."""
+    from recsys_core.scoring.spark_scoring import run_spark_scoring
+
+    config = ScoreConfig(top_n=10, device="cpu", min_user_films=1)
+    run_scoring(decayed, DS, config)
+    local = scored_rows(decayed)
+    run_spark_scoring(spark, decayed, DS, config)
+    assert scored_rows(decayed) == local
+
+    features = load_features(decayed.features(DS))
+    user = artifacts.load_models(decayed.models(DS), features.manifest).user
+    assert user.config.item_half_life == 2.0 and user.config.item_feedback == "all" and user.item_item.active
+    csr = features.users.csr
+    rows = np.flatnonzero(csr.counts >= 3)[:20]
+    with torch.no_grad():
+        scores = user(user_batch(csr, rows)).numpy()
+        decay, user.config = user.config, replace(user.config, item_half_life=None)
+        plain = user(user_batch(csr, rows)).numpy()
+        user.config = decay
+    assert not np.allclose(scores, plain)  # the decay changes the scores
+    for i, row in enumerate(rows):
+        movie, score = local[(int(features.users.user_ids[row]), 1)]
+        film = int(np.flatnonzero(features.films.movie_ids == movie)[0])
+        assert score == pytest.approx(float(scores[i, film]), rel=1e-5, abs=1e-6)
