@@ -85,6 +85,16 @@ def test_scoring_again_gives_identical_rows(scored, tmp_path):
     assert staging_table(scored).equals(before)
 
 
+def test_exact_path_writes_the_fast_paths_rows(scored):
+    """ScoreConfig.exact ranks every film by the reference score: the same table, bit for bit."""
+    before = staging_table(scored)
+    meta = run_scoring(scored, DS, ScoreConfig(top_n=10, device="cpu", exact=True))
+    assert staging_table(scored).equals(before)
+    assert meta["exact"] and meta["uncertified_users"] == 0
+    fast = run_scoring(scored, DS, ScoreConfig(top_n=10, device="cpu"))
+    assert not fast["exact"] and staging_table(scored).equals(before)
+
+
 def test_gate_passes_a_good_partition(scored):
     report = run_check(scored, DS, min_model_ratio=0.0)
     assert report.passed and report.figures["rows"] == staging_table(scored).num_rows

@@ -110,7 +110,7 @@ def user_model(manifest: dict, weights: bytes) -> UserAE:
     return model.eval()
 
 
-_SCORERS: dict[tuple[str, str], BatchScorer] = {}  # per Python worker: (version, device) -> scorer
+_SCORERS: dict[tuple[str, str, bool], BatchScorer] = {}  # per Python worker: (version, device, exact) -> scorer
 
 
 class DeviceSet(AccumulatorParam):
@@ -137,13 +137,13 @@ class ScoreTask:
 
     def _scorer(self) -> BatchScorer:
         device, bf16 = select_device(self.config.device)
-        key = (self.version, str(device))
+        key = (self.version, str(device), self.config.exact)
         if key not in _SCORERS:
             _SCORERS.clear()  # one model per worker
             shipped = self.payload.value
             model = user_model(shipped["manifest"], shipped["weights"]).to(device)
             _SCORERS[key] = BatchScorer(model, shipped["movie_ids"], shipped["film_counts"], self.version,
-                                        self.config.top_n, device, bf16)  # fmt: skip
+                                        self.config.top_n, device, bf16, self.config.exact)  # fmt: skip
         return _SCORERS[key]
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
