@@ -34,16 +34,14 @@ from typing import Self
 
 import numpy as np
 import psutil
-import pyarrow.parquet as pq
 import torch
 
 from recsys_core import defaults
 from recsys_core.data.csr import RatingsCSR, indptr_from_counts
 from recsys_core.device import select_device
 from recsys_core.models.user_ae import UserAE, UserAEConfig
-from recsys_core.publish.contract import SCHEMA
 from recsys_core.reproducible import warm_up_cpu_math
-from recsys_core.scoring.score import BatchScorer, write_in_batches
+from recsys_core.scoring.score import BatchScorer, rows_writer, write_in_batches
 
 FULL_USERS, FULL_FILMS = 283_228, 58_098
 
@@ -124,7 +122,7 @@ def score_once(args: argparse.Namespace) -> dict:
     setup_rss = psutil.Process().memory_info().rss
     with tempfile.TemporaryDirectory() as tmp, PeakRss() as rss:
         started = time.perf_counter()
-        with pq.ParquetWriter(f"{tmp}/part-00000.parquet", SCHEMA, compression="zstd") as writer:
+        with rows_writer(f"{tmp}/part-00000.parquet") as writer:
             written = write_in_batches(
                 writer, rows, args.batch_size, lambda part: scorer.model_rows(csr, part, user_ids)
             )

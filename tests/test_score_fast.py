@@ -241,18 +241,11 @@ def test_cuda_writes_the_exact_rows_and_the_cpu_reference():
     rng = np.random.default_rng(6)
     n_films, n = 600, 10
     csr = random_csr(rng, 300, n_films, most=40)
-    movie_ids, user_ids, rows = (
-        np.arange(n_films) + 1,
-        np.arange(csr.n_users) + 1,
-        np.flatnonzero(csr.counts > 0),
-    )
-    fast_model, exact_model = (
-        tied_model(np.random.default_rng(7), n_films, 40, 20).to(cuda) for _ in range(2)
-    )
-    fast = BatchScorer(fast_model, movie_ids, csr.film_counts(), "v", n, cuda, bf16=True)
-    exact = BatchScorer(
-        exact_model, movie_ids, csr.film_counts(), "v", n, cuda, bf16=True, exact=True
-    )
+    movie_ids, user_ids = np.arange(n_films) + 1, np.arange(csr.n_users) + 1
+    rows = np.flatnonzero(csr.counts > 0)
+    model = tied_model(np.random.default_rng(7), n_films, 40, 20).to(cuda)
+    fast = BatchScorer(model, movie_ids, csr.film_counts(), "v", n, cuda, bf16=True)
+    exact = BatchScorer(model, movie_ids, csr.film_counts(), "v", n, cuda, bf16=True, exact=True)
     assert fast.model_rows(csr, rows, user_ids).equals(exact.model_rows(csr, rows, user_ids))
     assert 0 < fast.uncertified_users < len(rows)
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import torch
 
@@ -53,6 +54,9 @@ PROGRESS_SECONDS = 30.0
 # follow the product; on CUDA a whole batch at once.
 CPU_CHUNK_USERS = 64
 CANDIDATE_MARGIN = 16  # candidates per user beyond top_n: a tie across the cut costs a fallback
+# Columns with few distinct values per row group; a score dictionary only fills up and falls
+# back (measured on a 2,048-user batch: write 32 -> 11 ms, 1.34 -> 0.93 MB, read 14 -> 9 ms)
+DICTIONARY_COLUMNS = ["user_id", "movie_id", "source", "model_version"]
 
 
 @dataclass
@@ -81,8 +85,8 @@ def rows_table(user_ids: np.ndarray, films: np.ndarray, scores: np.ndarray, coun
         "rank": pa.array(np.nonzero(valid)[1].astype(np.int16) + 1),
         "movie_id": pa.array(movie_ids[films[valid]].astype(np.int32)),
         "score": pa.array(scores[valid].astype(np.float32)),
-        "source": pa.array([source] * n, pa.string()) if n else pa.array([], pa.string()),
-        "model_version": pa.array([version] * n, pa.string()) if n else pa.array([], pa.string()),
+        "source": pa.repeat(pa.scalar(source, pa.string()), n),  # not a list of n strings: 30x faster
+        "model_version": pa.repeat(pa.scalar(version, pa.string()), n),
     }, schema=SCHEMA)  # fmt: skip
 
 
@@ -163,6 +167,12 @@ class BatchScorer:
         return popular_rows_table(csr, rows, user_ids, self.film_counts, self.movie_ids, self.version, self.top_n)
 
 
+def rows_writer(path: str, filesystem: pafs.FileSystem | None = None) -> pq.ParquetWriter:
+    """A zstd Parquet writer of recommendation rows (``SCHEMA``) at ``path`` (of ``filesystem``)."""
+    return pq.ParquetWriter(path, SCHEMA, filesystem=filesystem, compression="zstd",
+                            use_dictionary=DICTIONARY_COLUMNS)  # fmt: skip
+
+
 def write_in_batches(writer: pq.ParquetWriter, rows: np.ndarray, batch_size: int,
                      rows_of: Callable[[np.ndarray], pa.Table], progress: Progress | None = None) -> int:
     """Write ``rows_of(batch)`` for the users ``rows``, ``batch_size`` at a time; returns the row count."""
@@ -207,7 +217,7 @@ def run_scoring(warehouse: Warehouse, ds: str, config: ScoreConfig | None = None
 
     def write(staging: str) -> None:
         fs, inner = fs_swap.filesystem(staging)
-        with pq.ParquetWriter(f"{inner}/part-00000.parquet", SCHEMA, filesystem=fs, compression="zstd") as writer:
+        with rows_writer(f"{inner}/part-00000.parquet", fs) as writer:
             n_model = write_in_batches(writer, model_rows, config.batch_size,
                                        lambda part: scorer.model_rows(csr, part, user_ids), progress)
             n_popular = write_in_batches(writer, popular_rows, config.batch_size,
