@@ -13,9 +13,9 @@ batch of users:
    ``y`` outside them (the (k+1)-th), both found through block maxima (``best_approximate``);
 3. the candidates get their reference score ``r`` and are ranked by it (ties by film_idx);
 4. the user's list is certified when every film outside the candidates provably scores
-   below the n-th reference score ``r_n``: ``tau + eps < r_n`` (``score_error_bound``).
-   Otherwise (ties across the cut, NaN/inf scores) the user is ranked by
-   ``reference.exact_top_n``, as the exact path ranks every user.
+   below the n-th reference score ``r_n``: ``tau + eps < r_n`` (``score_error_bound``), or
+   is seen. Otherwise (ties across the cut, NaN, sums that overflow or could) the user is
+   ranked by ``reference.exact_top_n``, as the exact path ranks every user.
 
 A certified list is the reference ranking: a film outside the candidates has reference
 score ``<= tau + eps < r_n``, so it can neither enter the top n nor tie with it.
@@ -31,6 +31,8 @@ from recsys_core.scoring.reference import exact_top_n, reference_scores
 UNIT_ROUNDOFF = 2.0**-24  # binary32, round to nearest
 BOUND_SLACK = 1.0 + 2.0**-10  # covers the float64 rounding of the bound and of tau + eps
 BLOCK = 32  # films per block of the candidate search (about sqrt(n_films / candidates))
+HALF_MAX = float(np.finfo(np.float32).max) / 2  # below it, no sum of the bound overflows
+SMALLEST_SUBNORMAL = 2.0**-149
 
 
 def gamma(n: int) -> float:
@@ -54,10 +56,12 @@ def score_error_bound(
     most ``d1 = 2 g (a + bias_max)``. The term add (the same ``term`` on both sides) rounds
     each side once more, within ``u |y| / (1 - u)`` of the approximate score ``y``:
     ``|r - y| <= d1 (1 + u) + 2 u |y| / (1 - u)``. ``y + c |y|`` grows with ``y`` (``c < 1``),
-    so over ``y <= tau`` it is largest at ``tau``.
+    so over ``y <= tau`` it is largest at ``tau``. A product that underflows errs by up to
+    half the smallest subnormal instead of a relative ``u`` (Higham §2.1): ``d1`` adds
+    ``2 (D + 1)`` of them. No sum may overflow (``candidate_top_n`` checks).
     """
     u, g = UNIT_ROUNDOFF, gamma(dim + 1)
-    d1 = 2 * g * (abs_dot + bias_max)
+    d1 = 2 * g * (abs_dot + bias_max) + 2 * (dim + 1) * SMALLEST_SUBNORMAL
     return (d1 * (1 + u) + 2 * u * tau.abs() / (1 - u)) * BOUND_SLACK
 
 
@@ -169,11 +173,16 @@ def candidate_top_n(films: FilmTables, user: torch.Tensor, term: torch.Tensor, a
                     seen_count: torch.Tensor, n: int, margin: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """(films (B, k), scores (B, k), count (B,), certified (B,) bool) from the candidates alone.
 
-    ``approx`` (B, n_padded) holds the approximate scores with seen films at ``-inf``;
+    ``approx`` (B, n_padded) the approximate scores with the seen films at ``-inf``;
     ``seen_count`` (B,) the distinct seen films per row; ``term`` (B, n_films) the
-    item-item term; ``user`` (B, D) float32. Rows where ``certified`` is False are not the
-    reference ranking in general (``certified_top_n`` replaces them). Past ``count`` a row
-    is padding (film indices may lie past the vocabulary there).
+    item-item term; ``user`` (B, D) float32. A row is certified when it holds no NaN, no sum
+    of either computation can overflow (``a + max|b| < FLT_MAX / 2``), and either
+    ``tau + eps < r_n`` (with ``|tau| < FLT_MAX / 2``: an unseen film whose approximate score
+    overflowed to ``-inf`` then has a reference score near ``-FLT_MAX``, far below ``r_n``) or
+    every film outside the candidates is ``-inf`` and exactly the seen and padding films are
+    (counted from the candidates). Rows not certified are not the reference ranking in
+    general (``certified_top_n`` replaces them). Past ``count`` a row is padding (film indices
+    may lie past the vocabulary there).
     """
     n_films, n_padded = films.n_films, films.n_padded
     k = min(n + margin, n_films)
@@ -183,11 +192,9 @@ def candidate_top_n(films: FilmTables, user: torch.Tensor, term: torch.Tensor, a
     else:
         tau = torch.full((len(values),), -torch.inf, dtype=torch.float64, device=values.device)
     values, cand = values[:, :k], cand[:, :k]
-    real = cand.clamp(
-        max=n_films - 1
-    )  # a padding film is -inf: its reference score is masked below
+    real = cand.clamp(max=n_films - 1)  # padding films are -inf: masked below
     ref = reference_scores(user, films.vectors[real], films.bias[real], term.gather(1, real))
-    masked = torch.isneginf(values)  # seen (certified rows prove no other film is -inf)
+    masked = torch.isneginf(values)  # seen or padding, in a certified row
     ref[masked] = -torch.inf
     ref_np, cand_np = ref.cpu().numpy(), cand.cpu().numpy()
     order = np.lexsort((cand_np, -ref_np), axis=1)[:, : min(n, n_films)]
@@ -195,18 +202,17 @@ def candidate_top_n(films: FilmTables, user: torch.Tensor, term: torch.Tensor, a
     top_values = np.take_along_axis(ref_np, order, axis=1)
     count = (~np.isneginf(top_values)).sum(axis=1)
 
-    # covered: every film outside the candidates is at -inf, and exactly the seen and padding ones are
-    tau_np = tau.cpu().numpy()
-    neg_inf = (n_padded - (~masked).sum(dim=1)).cpu().numpy()
-    covered = np.isneginf(tau_np) & (neg_inf == seen_count.cpu().numpy() + (n_padded - n_films))
-    # separated: the bound keeps every film outside below the n-th reference score
     abs_dot = (user.abs().double() @ films.abs_max) * BOUND_SLACK
     eps = score_error_bound(abs_dot, films.bias_max, tau, user.shape[1]).cpu().numpy()
-    r_n = top_values[:, -1].astype(np.float64)
+    tau_np, r_n = tau.cpu().numpy(), top_values[:, -1].astype(np.float64)
     with np.errstate(invalid="ignore"):
-        separated = np.isfinite(tau_np) & np.isfinite(r_n) & (tau_np + eps < r_n)
-    finite_rank = ~np.isnan(ref_np).any(axis=1) & ~has_nan.cpu().numpy()
-    certified = (covered | separated) & finite_rank
+        separated = np.isfinite(r_n) & (np.abs(tau_np) < HALF_MAX) & (tau_np + eps < r_n)
+    neg_inf = n_padded - (~masked).sum(dim=1)  # every film outside the candidates is -inf here
+    covered = torch.isneginf(tau) & (neg_inf == seen_count + (n_padded - n_films))
+    sane = ~has_nan & (abs_dot + films.bias_max < HALF_MAX)
+    certified = (
+        (covered.cpu().numpy() | separated) & sane.cpu().numpy() & ~np.isnan(ref_np).any(axis=1)
+    )
     return top_films, top_values, count, certified
 
 
