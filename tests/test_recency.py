@@ -18,6 +18,7 @@ from recsys_core.data.features import load_features
 from recsys_core.data.recency import entry_ages, rating_ages
 from recsys_core.models import UserAE, UserAEConfig
 from recsys_core.models.ease import dropout_penalty, ease_weights, precision_matrix
+from recsys_core.models.recent_popularity import BIN_SECONDS, LikeCounts, RecentPopularity
 from recsys_core.models.user_ae import user_batch
 from recsys_core.paths import Warehouse
 from recsys_core.scoring.score import ScoreConfig, run_scoring
@@ -201,3 +202,55 @@ def test_scoring_weighs_the_term_input_by_the_models_half_life(decayed, spark):
         movie, score = local[(int(features.users.user_ids[row]), 1)]
         film = int(np.flatnonzero(features.films.movie_ids == movie)[0])
         assert score == pytest.approx(float(scores[i, film]), rel=1e-5, abs=1e-6)
+
+
+def test_recent_popularity_adds_the_window_likes_at_each_users_time_and_loads_any_size():
+    month = BIN_SECONDS
+    # film 0 liked in month 0, film 1 in months 0 and 2, film 2 in month 3 (3 stars: not a like)
+    csr = csr_of([[(0, 5.0, 10), (1, 4.0, 20)], [(1, 4.5, 2 * month + 5)], [(2, 3.0, 3 * month + 1)]], n_films=3)
+    counts = LikeCounts(csr, 4.0)
+    assert counts.n_bins == 4 and counts.window(np.array([0, 2, 3]), 1).tolist() == [[1, 1, 0], [0, 1, 0], [0, 0, 0]]
+    assert counts.window(np.array([2, 3]), 3).tolist() == [[1, 2, 0], [0, 1, 0]]
+    term = RecentPopularity()
+    term.set(counts, 3, 2.0)
+    last_times = torch.tensor([20, 2 * month + 5, 3 * month + 1, 99 * month])  # the last: after the data (clipped)
+    scores = term.add_to(torch.zeros(4, 3), last_times)
+    expected = 2.0 * np.log1p(counts.window(counts.bins_of(last_times.numpy()), 3)).astype(np.float32)
+    torch.testing.assert_close(scores, torch.from_numpy(expected))
+    fresh = RecentPopularity()
+    fresh.load_state_dict(term.state_dict())  # the buffers take the stored sizes
+    assert fresh.active and int(fresh.window) == 3
+    torch.testing.assert_close(fresh.add_to(torch.zeros(4, 3), last_times), scores)
+    batch = user_batch(csr, np.array([2, 0, 1]))
+    assert batch.last_times.tolist() == [3 * month + 1, 20, 2 * month + 5]
+
+
+def release_users(n_users: int, seed: int) -> RatingsCSR:
+    """60 months, two new films a month: a user active in month m rates 6 random older films
+    and, last, the two films of month m; nothing in the older films tells which month."""
+    rng = np.random.default_rng(seed)
+    users = []
+    for _ in range(n_users):
+        m = int(rng.integers(10, 60))
+        t = m * BIN_SECONDS + 1000
+        old = rng.choice(2 * m, 6, replace=False)
+        entries = [(int(f), 5.0, t + i) for i, f in enumerate(old)]
+        entries += [(2 * m, 5.0, t + 10), (2 * m + 1, 5.0, t + 11)]
+        users.append(entries)
+    return csr_of(users, 120)
+
+
+def test_the_blend_search_turns_recent_popularity_on_when_the_users_time_predicts():
+    csr = release_users(600, 0)
+    train, validation = split_validation(csr, 300, seed=2)
+    config = replace(TrainConfig(), item=ItemItemConfig(blends=(0.0, 1.0), half_lives=(4.0,)), recent_windows=(1, 12))
+    config.user = UserAEConfig(item_neighbours=20)
+    torch.manual_seed(0)
+    model = UserAE(120, None, config.user)
+    fit = fit_item_item(train, 20, config.item, 4.0, CPU)
+    ae = model_metrics(model, train, validation, config.top_n, 256, CPU, False)
+    summary, metrics = choose_blend(model, fit, ae, train, validation, config, CPU, False)
+    off = max(row["ndcg@10"] for row in summary["grid"] if row["popularity"] == 0)
+    assert summary["recent"]["window_bins"] == 1 and summary["recent"]["weight"] > 0
+    assert metrics["ndcg@10"] > off + 0.2 and model.recent.active
+    assert metrics == model_metrics(model, train, validation, config.top_n, 256, CPU, False)  # stored = searched

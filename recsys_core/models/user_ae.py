@@ -13,9 +13,10 @@ of the user's films under a softmax over the whole vocabulary: exactly
 uniformly sampled others (``sampled_multinomial_nll``), which is what makes a CPU epoch over
 the full release affordable (see its docstring).
 
-Recommendation scores (``forward``) add the item-item term (``item_item``, fitted before
-the AE's epochs and blended in after them, see ``recsys_core.models.item_item``) to these
-logits; training fits the logits alone (``ae_logits``).
+Recommendation scores (``forward``) add to these logits the item-item term (``item_item``,
+fitted before the AE's epochs and blended in after them, see
+``recsys_core.models.item_item``) and what was popular at the user's time (``recent``, see
+``recsys_core.models.recent_popularity``); training fits the logits alone (``ae_logits``).
 
 ``user_batch`` turns rows of a ``RatingsCSR`` into a ``UserBatch`` (training, validation and
 scoring all build batches with it); ``encode_users`` gives every user's embedding.
@@ -33,6 +34,7 @@ from torch import nn
 from recsys_core.data.csr import LIKED_RATING, RatingsCSR, gather_entries
 from recsys_core.data.recency import entry_ages
 from recsys_core.models.item_item import ItemItemTerm
+from recsys_core.models.recent_popularity import RecentPopularity
 
 
 @dataclass
@@ -63,13 +65,14 @@ class UserBatch:
     targets: torch.Tensor | None = None
     ratings: torch.Tensor | None = None  # (nnz,) float32 stars of each entry; None: unknown
     ages: torch.Tensor | None = None  # (nnz,) int64 age in its user's rating order (recency)
+    last_times: torch.Tensor | None = None  # (B,) int64 seconds of each user's latest rating (0: none)
 
     @property
     def size(self) -> int:
         return self.offsets.shape[0]
 
     def to(self, device: torch.device | str) -> UserBatch:
-        moved = [None if t is None else t.to(device) for t in (self.targets, self.ratings, self.ages)]
+        moved = [None if t is None else t.to(device) for t in (self.targets, self.ratings, self.ages, self.last_times)]
         return UserBatch(*(t.to(device) for t in (self.indices, self.offsets, self.weights, self.rows)), *moved)
 
     def target_weights(self) -> torch.Tensor:
@@ -106,6 +109,8 @@ def user_batch(
         target_weights = torch.from_numpy(np.where(ratings >= liked_rating, 1.0, low_target_weight).astype(np.float32))
     batch_rows = np.repeat(np.arange(len(rows), dtype=np.int64), counts)
     films = csr.indices[positions]
+    last_times = np.zeros(len(rows), dtype=np.int64)
+    np.maximum.at(last_times, batch_rows, csr.timestamps[positions])
     return UserBatch(
         indices=torch.from_numpy(films),
         offsets=torch.from_numpy(offsets),
@@ -114,6 +119,7 @@ def user_batch(
         targets=target_weights,
         ratings=torch.from_numpy(np.ascontiguousarray(ratings, dtype=np.float32)),
         ages=torch.from_numpy(entry_ages(batch_rows, films, csr.timestamps[positions])),
+        last_times=torch.from_numpy(last_times),
     )
 
 
@@ -157,6 +163,7 @@ class UserAE(nn.Module):
         self.content_proj = nn.Linear(content.shape[1], c.embedding_dim, bias=False) if content.shape[1] else None
         nn.init.normal_(self.encoder_bag.weight, std=c.init_std)
         self.item_item = ItemItemTerm(n_films, c.item_neighbours)
+        self.recent = RecentPopularity()
 
     def encode(self, batch: UserBatch) -> torch.Tensor:
         hidden = self.encoder_bag(batch.indices, batch.offsets, per_sample_weights=batch.weights)
@@ -180,12 +187,19 @@ class UserAE(nn.Module):
         return self.scores(self.encode(batch))
 
     def add_item_scores(self, scores: torch.Tensor, batch: UserBatch) -> torch.Tensor:
-        """``scores`` (B, n_films) plus the blended item-item term, as float32 (in place when
-        ``scores`` is already float32); unchanged when the term is off."""
+        """``scores`` (B, n_films) plus the blended item-item term and the recent-popularity
+        term (``recsys_core.models.recent_popularity``), as float32 (in place when ``scores``
+        is already float32); unchanged when both are off."""
         inputs = self.item_inputs(batch) if self.item_item.active else None
-        if inputs is None:
+        recent = self.recent.active and batch.last_times is not None
+        if inputs is None and not recent:
             return scores
-        return self.item_item.add_to(scores.float().contiguous(), batch.rows, batch.indices, inputs)
+        scores = scores.float().contiguous()
+        if inputs is not None:
+            self.item_item.add_to(scores, batch.rows, batch.indices, inputs)
+        if recent:
+            self.recent.add_to(scores, batch.last_times)
+        return scores
 
     def item_inputs(self, batch: UserBatch) -> torch.Tensor | None:
         """(nnz,) the item-item term's input weights of ``batch`` with this model's settings."""

@@ -1,5 +1,6 @@
-"""Stage 4 of a training run: give the user AE its item-item term, and choose the term's
-blend and the recency half-life of its input on the validation users.
+"""Stage 4 of a training run: give the user AE its item-item term and its recent-popularity
+term, and choose the item-item blend, the recency half-life of its input, and the window
+and weight of recent popularity on the validation users.
 
 A coordinate search (each point the whole model's validation NDCG@10; ties keep the point
 tried first, the simpler one):
@@ -7,7 +8,11 @@ tried first, the simpler one):
 1. every blend of ``ItemItemConfig.blends`` without decay (blend 0 is the AE alone);
 2. at that blend, every half-life of ``ItemItemConfig.half_lives`` (the input weighted
    toward the user's latest ratings, ``recsys_core.data.recency``);
-3. at the chosen half-life, every blend again (the decay shrinks the term's scale).
+3. at the chosen half-life, every blend again (the decay shrinks the term's scale);
+4. every window x weight of ``TrainConfig.recent_windows`` / ``recent_weights`` of the
+   recent-popularity term (``recsys_core.models.recent_popularity``; weight 0, off, is the
+   point reached so far);
+5. when it is on, every blend again.
 
 The AE's logits of the validation users are computed once and kept when they fit in
 ``CACHE_BYTES`` (only the term changes between points).
@@ -24,6 +29,7 @@ import torch
 
 from recsys_core.data.csr import RatingsCSR
 from recsys_core.device import autocast
+from recsys_core.models.recent_popularity import BIN_DAYS, LikeCounts
 from recsys_core.models.user_ae import UserAE, user_batch
 from recsys_core.ranking.metrics import validation_metrics
 from recsys_core.ranking.top_n import top_n_lists
@@ -39,6 +45,8 @@ CACHE_BYTES = 2 << 30  # keep the validation users' AE logits when they take at 
 class TermSetting:
     blend: float
     half_life: float | None  # in ratings; None: no decay
+    window: int = 0  # recent popularity's window in bins of BIN_DAYS (0 with weight 0: off)
+    popularity: float = 0.0  # recent popularity's weight
 
 
 class ValidationScorer:
@@ -53,6 +61,16 @@ class ValidationScorer:
                         for lo in range(0, len(users), size)]  # fmt: skip
         self.cache = len(users) * train.n_films * 4 <= CACHE_BYTES
         self.logits = [self._logits(batch) for batch in self.batches] if self.cache else None
+        self.counts = LikeCounts(train, model.config.liked_rating)
+        self.bins = [self.counts.bins_of(batch.last_times.cpu().numpy()) for batch in self.batches]
+        self.windows: dict[int, list[torch.Tensor]] = {}
+
+    def _recent(self, window: int) -> list[torch.Tensor]:
+        """Per batch, (B, n_films) float32 ``log1p`` likes in the window at each user's bin."""
+        if window not in self.windows:
+            self.windows = {window: [torch.from_numpy(np.log1p(self.counts.window(bins, window)).astype(np.float32))
+                                     .to(self.device) for bins in self.bins]}  # fmt: skip
+        return self.windows[window]
 
     def _logits(self, batch) -> torch.Tensor:
         with torch.no_grad(), autocast(self.device, self.bf16):
@@ -62,12 +80,16 @@ class ValidationScorer:
         model = self.model
         model.item_item.set_blend(setting.blend)
         model.config.item_half_life = setting.half_life
+        model.recent.weight.fill_(0.0)  # added here densely, as the stored term adds it
         model.eval()
+        recent = self._recent(setting.window) if setting.popularity else None
         tops = []
         with torch.no_grad():
             for i, batch in enumerate(self.batches):
                 logits = self.logits[i].clone() if self.logits is not None else self._logits(batch)
                 scores = model.add_item_scores(logits, batch)
+                if recent is not None:
+                    scores += recent[i] * setting.popularity
                 tops.append(top_n_lists(scores, batch.rows, batch.indices, self.top_n))
         top = np.concatenate(tops) if tops else np.zeros((0, self.top_n), dtype=np.int64)
         return validation_metrics(top, self.validation.relevant)
@@ -90,11 +112,12 @@ def choose_blend(model: UserAE, fit: ItemItemFit, ae_metrics: dict, train: Ratin
     def run(setting: TermSetting) -> None:
         if setting in scored:
             return
-        no_term = setting.blend == 0 or fit.films == 0
-        metrics = ae_metrics if no_term and setting.half_life is None else scorer.metrics(setting)
+        no_term = (setting.blend == 0 or fit.films == 0) and setting.half_life is None and not setting.popularity
+        metrics = ae_metrics if no_term else scorer.metrics(setting)
         scored[setting] = metrics
         half_life = "none" if setting.half_life is None else setting.half_life
-        grid.append({"blend": setting.blend, "half_life": half_life, **metrics})
+        grid.append({"blend": setting.blend, "half_life": half_life, "window": setting.window,
+                     "popularity": setting.popularity, **metrics})  # fmt: skip
 
     def best() -> TermSetting:
         return max(scored, key=lambda s: (scored[s].get("ndcg@10", -math.inf), -list(scored).index(s)))
@@ -111,14 +134,26 @@ def choose_blend(model: UserAE, fit: ItemItemFit, ae_metrics: dict, train: Ratin
             for blend in blends:
                 if blend > 0:
                     run(TermSetting(blend, at.half_life))
+    at = best()
+    for window in config.recent_windows:
+        for weight in config.recent_weights:
+            run(TermSetting(at.blend, at.half_life, window, weight))
+    at = best()
+    if at.popularity and at.blend > 0:
+        for blend in blends:
+            run(TermSetting(blend, at.half_life, at.window, at.popularity))
     chosen = best()
     model.item_item.set_blend(chosen.blend)
     model.config.item_half_life = chosen.half_life if chosen.blend > 0 else None
+    model.recent.set(scorer.counts, chosen.window, chosen.popularity)
     metrics = scored[chosen]
-    log.info("item-item blend %.1f, half-life %s: validation ndcg@10 %.4f (AE alone %.4f)", chosen.blend,
-             model.config.item_half_life, metrics.get("ndcg@10", math.nan), ae_metrics.get("ndcg@10", math.nan))  # fmt: skip
+    log.info("item-item blend %.1f, half-life %s; recent popularity %d bins x %g: validation ndcg@10 %.4f "
+             "(AE alone %.4f)", chosen.blend, model.config.item_half_life, chosen.window, chosen.popularity,
+             metrics.get("ndcg@10", math.nan), ae_metrics.get("ndcg@10", math.nan))  # fmt: skip
     point = fit.point
     summary = {"films": fit.films, "neighbours": config.user.item_neighbours, "feedback": point.feedback,
                "l2": point.l2, "dropout": point.dropout, "blend": chosen.blend,
-               "half_life": model.config.item_half_life, "seconds": round(fit.seconds, 3), "grid": grid}  # fmt: skip
+               "half_life": model.config.item_half_life, "seconds": round(fit.seconds, 3),
+               "recent": {"window_bins": chosen.window, "bin_days": BIN_DAYS, "weight": chosen.popularity},
+               "grid": grid}  # fmt: skip
     return summary, metrics

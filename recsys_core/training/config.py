@@ -49,6 +49,10 @@ class TrainConfig:
     sampled_softmax: str = "auto"
     sampled_min_films: int = 20_000
     negatives: int = 4096  # uniformly drawn films per batch for the sampled softmax
+    # recent popularity (recsys_core.models.recent_popularity), chosen with the blend on the
+    # validation users: windows in bins of 30 days (1 month .. 3 years) and weights (0: off)
+    recent_windows: tuple[int, ...] = (1, 3, 12, 36)
+    recent_weights: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
     film: FilmAEConfig = field(default_factory=FilmAEConfig)
     user: UserAEConfig = field(default_factory=UserAEConfig)
     item: ItemItemConfig = field(default_factory=ItemItemConfig)
@@ -70,6 +74,9 @@ class TrainConfig:
             raise ConfigError(f"low_target_weight must be >= 0, got {self.low_target_weight}")
         if self.user.item_neighbours < 0:
             raise ConfigError(f"user.item_neighbours must be >= 0, got {self.user.item_neighbours}")
+        if min(self.recent_windows, default=1) < 1 or min(self.recent_weights, default=0) < 0:
+            raise ConfigError(f"recent_windows must be >= 1 and recent_weights >= 0, got {self.recent_windows}, "
+                              f"{self.recent_weights}")  # fmt: skip
         try:
             self.item.validate()
         except ValueError as exc:

@@ -29,6 +29,7 @@ from recsys_core.data.features import Features, load_features
 from recsys_core.device import select_device
 from recsys_core.model_version import DIGESTS, USER_WEIGHTS, version_string
 from recsys_core.models.film_ae import FilmAE
+from recsys_core.models.recent_popularity import LikeCounts
 from recsys_core.models.user_ae import UserAE, encode_users
 from recsys_core.paths import Warehouse
 from recsys_core.training import artifacts
@@ -137,6 +138,9 @@ def refit_on_every_rating(user: UserTraining, point: ItemItemPoint, validation: 
     model.item_item.set(fit.index.to(device), fit.weight.to(device), float(user.model.item_item.blend))
     model.config.item_feedback = user.model.config.item_feedback
     model.config.item_half_life = user.model.config.item_half_life
+    recent = user.model.recent
+    if recent.active:  # the same window and weight, counted on every rating
+        model.recent.set(LikeCounts(full, config.user.liked_rating), int(recent.window), float(recent.weight))
     refit["item_item_seconds"] = round(fit.seconds, 3)
     model.eval()
     return model, refit
