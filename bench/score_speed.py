@@ -1,16 +1,19 @@
-"""Scoring speed at the full shape on a random model: the fast (certified) and the exact path.
+"""Scoring speed at the full shape on a random model: the fast (certified) and the exact path,
+and the step as it was before them.
 
-    .venv/bin/python bench/score_speed.py                        # 283,228 users, both paths
-    .venv/bin/python bench/score_speed.py --exact-users 283228   # the exact path on every user too (slow)
+    .venv/bin/python bench/score_speed.py                        # 283,228 users, the three paths
+    .venv/bin/python bench/score_speed.py --exact-users 283228   # the exact path on every user (slow)
     .venv/bin/python bench/score_speed.py --users 20000 --paths fast
     .venv/bin/python bench/score_speed.py --profile 10           # cProfile of 10 fast-path batches
 
 No pipeline needed: a random user AE of the real shape (58,098 films, 64-d embeddings,
 256 hidden, an item-item term with 200 neighbours per film and blend 40) and random
 ratings (~98 per user, popularity-skewed films, about half of them liked, random
-timestamps). Each path runs in its own process, as ``run_scoring`` runs it:
-``BatchScorer.model_rows`` batch by batch through ``write_in_batches`` into a zstd Parquet
-file (in a temporary directory). The exact path ranks every film by the reference score
+timestamps). Paths: ``fast`` (the default scorer), ``exact`` (``ScoreConfig.exact``) and
+``before`` (the per-batch step before the fast path: torch's product, the term in place,
+``top_n_unseen``; its scores differ in the last bits). Each runs in its own process, as
+``run_scoring`` runs it: ``model_rows`` batch by batch through ``write_in_batches`` into a
+zstd Parquet file (in a temporary directory). The exact path ranks every film by the reference score
 and is slow, so by default it scores only the first ``--exact-users`` users; its users/s
 gives the full-scale time. Prints seconds, users/s, the users the fast path ranked exactly
 (uncertified), RSS after the set-up and peak RSS while scoring (sampled every 0.1 s), and
@@ -34,14 +37,16 @@ from typing import Self
 
 import numpy as np
 import psutil
+import pyarrow as pa
 import torch
 
 from recsys_core import defaults
 from recsys_core.data.csr import RatingsCSR, indptr_from_counts
-from recsys_core.device import select_device
-from recsys_core.models.user_ae import UserAE, UserAEConfig
+from recsys_core.device import autocast, select_device
+from recsys_core.models.user_ae import UserAE, UserAEConfig, user_batch
+from recsys_core.ranking.top_n import top_n_unseen
 from recsys_core.reproducible import warm_up_cpu_math
-from recsys_core.scoring.score import BatchScorer, rows_writer, write_in_batches
+from recsys_core.scoring.score import BatchScorer, rows_table, rows_writer, write_in_batches
 
 FULL_USERS, FULL_FILMS = 283_228, 58_098
 
@@ -107,6 +112,26 @@ class PeakRss:
         self.peak = max(self.peak, self.process.memory_info().rss)
 
 
+class BeforeScorer(BatchScorer):
+    """The per-batch step as it was before the fast path (commit 1fc8419), for the timing only:
+    torch's fp32 product over every film, the term added in place, ``top_n_unseen``."""
+
+    def model_rows(self, csr: RatingsCSR, rows: np.ndarray, user_ids: np.ndarray) -> pa.Table:
+        model, vectors_t = self.model, self.films.vectors.T
+        with torch.no_grad():
+            batch = user_batch(csr, rows, liked_rating=model.config.liked_rating).to(self.device)
+            with autocast(self.device, self.bf16):
+                scores = model.add_item_scores(
+                    model.encode(batch) @ vectors_t + self.films.bias, batch
+                )
+            films, values, count = top_n_unseen(
+                scores.float(), batch.rows, batch.indices, self.top_n
+            )
+        return rows_table(
+            user_ids[rows], films, values, count, self.movie_ids, "model", self.version
+        )
+
+
 def score_once(args: argparse.Namespace) -> dict:
     """One path in this process: set up, score, return the figures."""
     warm_up_cpu_math()
@@ -115,10 +140,11 @@ def score_once(args: argparse.Namespace) -> dict:
         args.users, FULL_FILMS if args.films is None else args.films, args.mean, args.seed
     )
     model = random_model(csr.n_films, args.seed).to(device)
-    n_users = args.users if args.path == "fast" else min(args.users, args.exact_users)
+    n_users = min(args.users, args.exact_users) if args.path == "exact" else args.users
     rows, user_ids = np.arange(n_users, dtype=np.int64), np.arange(csr.n_users, dtype=np.int64) + 1
-    scorer = BatchScorer(model, np.arange(csr.n_films) + 1, csr.film_counts(), "bench", args.top_n, device, bf16,
-                         exact=args.path == "exact")  # fmt: skip
+    kind = BeforeScorer if args.path == "before" else BatchScorer
+    scorer = kind(model, np.arange(csr.n_films) + 1, csr.film_counts(), "bench", args.top_n, device, bf16,
+                  exact=args.path == "exact")  # fmt: skip
     setup_rss = psutil.Process().memory_info().rss
     with tempfile.TemporaryDirectory() as tmp, PeakRss() as rss:
         started = time.perf_counter()
@@ -164,7 +190,9 @@ def main() -> None:
     parser.add_argument(
         "--exact-users", type=int, default=16_384, help="users the exact path scores"
     )
-    parser.add_argument("--paths", default="fast,exact")
+    parser.add_argument(
+        "--paths", default="fast,exact,before", help="comma list of fast, exact, before"
+    )
     parser.add_argument("--top-n", type=int, default=defaults.TOP_N)
     parser.add_argument("--batch-size", type=int, default=defaults.SCORE_BATCH_USERS)
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])

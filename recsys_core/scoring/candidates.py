@@ -51,9 +51,10 @@ def score_error_bound(
     ``abs_dot`` (B,) float64 bounds ``a = sum_k |e_k| |v_fk|`` over all films; ``bias_max``
     bounds ``|bias_f|``; ``dim`` is D. With ``u`` the unit roundoff and ``g = gamma(D + 1)``:
     the BLAS sum of the D products and the bias (any order) is within ``g (a + |b|)`` of the
-    true ``e.v + b``, and so is the reference ``(dot + b)`` (``gamma(D) a`` for the dot, one
-    rounding for the add, ``gamma(D) + u (1 + gamma(D)) <= gamma(D + 1)``): the two differ by at
-    most ``d1 = 2 g (a + bias_max)``. The term add (the same ``term`` on both sides) rounds
+    true ``e.v + b``, and so is the reference ``(dot + b)`` (the pairwise dot within
+    ``gamma(ceil(log2 D) + 1) a <= gamma(D) a``, one rounding for the add,
+    ``gamma(D) + u (1 + gamma(D)) <= gamma(D + 1)``): the two differ by at most
+    ``d1 = 2 g (a + bias_max)``. The term add (the same ``term`` on both sides) rounds
     each side once more, within ``u |y| / (1 - u)`` of the approximate score ``y``:
     ``|r - y| <= d1 (1 + u) + 2 u |y| / (1 - u)``. ``y + c |y|`` grows with ``y`` (``c < 1``),
     so over ``y <= tau`` it is largest at ``tau``. A product that underflows errs by up to
