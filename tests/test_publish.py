@@ -29,6 +29,8 @@ import pytest
 
 from recsys_core.errors import ConfigError, InputError
 from recsys_core.paths import Warehouse
+from recsys_core.publish import sink as sink_module
+from recsys_core.publish import sqlite_sink
 from recsys_core.publish.contract import CHECK_FILE
 from recsys_core.publish.publish import run_publish
 from recsys_core.publish.sql import open_sink, redact_url
@@ -572,6 +574,160 @@ def test_postgres_readers_polling_through_swaps_see_whole_ds_only(wh, postgres_s
     assert not errors, errors
     assert seen and set(seen) <= allowed, set(seen) - allowed
     assert backend.rows() == expected(DS1, versions[-1])
+
+
+# ---------------------------------------------------------------- SQLite: one table per ds
+
+
+def sqlite_catalog(path: Path) -> tuple[list[tuple], list[str]]:
+    """((ds, table, shared model_version, rows) of each published ds, every table in the file)."""
+    conn = sqlite3.connect(path)
+    try:
+        catalog = conn.execute("SELECT ds, name, model_version, rows FROM recommendations_partitions "
+                               "ORDER BY ds").fetchall()  # fmt: skip
+        tables = [n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        conn.close()
+    return catalog, tables
+
+
+def test_sqlite_keeps_one_table_per_ds_and_drops_the_replaced_one(wh, tmp_path):
+    url = f"sqlite:///{tmp_path}/recs.db"
+    first, second = make_recs(version="v1", seed=1), make_recs(n_users=30, version="v2", seed=2)
+    stage(wh, DS1, first)
+    run_publish(wh, DS1, sql_url=url)
+    stage(wh, DS2, second)
+    run_publish(wh, DS2, sql_url=url)
+    catalog, tables = sqlite_catalog(tmp_path / "recs.db")
+    assert [(ds, version, rows) for ds, _, version, rows in catalog] == [
+        (DS1, real_version(DS1, "v1"), first.num_rows), (DS2, real_version(DS2, "v2"), second.num_rows)]  # fmt: skip
+    assert tables == sorted(["recommendations_partitions", *(name for _, name, _, _ in catalog)])
+    stage(wh, DS1, second)
+    run_publish(wh, DS1, sql_url=url)
+    again, tables = sqlite_catalog(tmp_path / "recs.db")
+    assert again[1] == catalog[1] and again[0][1] != catalog[0][1]  # a new table for DS1, the old one gone
+    assert tables == sorted(["recommendations_partitions", again[0][1], again[1][1]])
+    assert Backend("sqlite", url).rows() == sorted(expected(DS1, second) + expected(DS2, second))
+
+
+def test_rows_of_several_model_versions_keep_their_own(backend, tmp_path):
+    """A version every row shares is kept once (SQLite: in the views; PostgreSQL: as the
+    column default during COPY); from the first batch that differs, rows keep their own."""
+    recs = make_recs(n_users=10, n=4)
+    versions = ["a"] * 20 + ["b"] * 10 + [None] * 10
+    mixed = recs.set_column(5, "model_version", pa.array(versions, pa.string()))
+    odd = recs.set_column(5, "model_version", pa.array(["it's"] * recs.num_rows))  # SQLite: not plain text
+    first_null = recs.set_column(5, "model_version", pa.array([None] + ["v1"] * (recs.num_rows - 1)))
+    tables = {DS1: mixed, DS2: odd, DS3: recs, DS4: first_null}
+    with open_sink(backend.url) as sink:
+        for ds, table in tables.items():
+            assert sink.publish(ds, table.to_batches(max_chunksize=15)) == recs.num_rows
+    want = [(ds, *row.values()) for ds, table in tables.items() for row in table.to_pylist()]
+    assert backend.rows() == sorted(want, key=lambda r: (r[0], r[1], r[2]))
+    if backend.name == "sqlite":
+        catalog, _ = sqlite_catalog(tmp_path / "serving" / "recs.db")
+        assert [version for _, _, version, _ in catalog] == [None, None, "v1", None]
+
+
+def test_sqlite_view_nests_many_partitions(tmp_path, monkeypatch):
+    """More partitions than one compound SELECT may hold (500 in SQLite) are unioned in groups."""
+    monkeypatch.setattr(sqlite_sink, "VIEW_GROUP", 3)
+    url = f"sqlite:///{tmp_path}/recs.db"
+    days = [f"2018-10-{day:02d}" for day in range(1, 8)]
+    with open_sink(url) as sink:
+        for i, ds in enumerate(days):
+            sink.publish(ds, make_recs(n_users=2, n=3, seed=i).to_batches())
+        assert sink.published_ds() == days
+        assert sink.apply_retention(5) == days[:2]
+    conn = sqlite3.connect(tmp_path / "recs.db")
+    try:
+        view = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'recommendations'").fetchone()[0]
+        counts = conn.execute("SELECT ds, count(*) FROM recommendations GROUP BY ds").fetchall()
+        latest = conn.execute("SELECT DISTINCT ds FROM recommendations_latest").fetchall()
+    finally:
+        conn.close()
+    assert view.count("SELECT * FROM (") == 2 and counts == [(ds, 6) for ds in days[2:]] and latest == [(days[-1],)]
+
+
+def test_sqlite_file_of_the_single_table_layout_is_converted(wh, tmp_path):
+    """A file an earlier version wrote (one table of every ds, its index and view) is moved
+    into one table per ds, rows unchanged, the first time the sink opens it."""
+    path = tmp_path / "recs.db"
+    old = {DS1: make_recs(n_users=8, seed=1), DS2: make_recs(n_users=9, seed=2)}
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(f"CREATE TABLE recommendations (\n{sink_module.table_definition('sqlite')}\n) WITHOUT ROWID")
+    conn.execute("CREATE INDEX recommendations_user_ds_idx ON recommendations (user_id, ds)")
+    conn.execute("CREATE VIEW recommendations_latest AS SELECT * FROM recommendations "
+                 "WHERE ds = (SELECT max(ds) FROM recommendations)")  # fmt: skip
+    for ds, table in old.items():
+        conn.executemany("INSERT INTO recommendations VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         [(ds, *row.values()) for row in table.to_pylist()])  # fmt: skip
+    conn.close()
+    want = sorted([(ds, *row.values()) for ds, table in old.items() for row in table.to_pylist()])
+    with open_sink(f"sqlite:///{path}") as sink:
+        assert sink.published_ds() == [DS1, DS2]
+    backend = Backend("sqlite", f"sqlite:///{path}")
+    assert backend.rows() == want and backend.rows("recommendations_latest") == [r for r in want if r[0] == DS2]
+    catalog, tables = sqlite_catalog(path)
+    assert [(ds, rows) for ds, _, _, rows in catalog] == [(DS1, 64), (DS2, 72)]
+    assert "recommendations" not in tables and len(tables) == 3
+    recs = make_recs(n_users=5, seed=3)
+    stage(wh, DS3, recs)
+    run_publish(wh, DS3, sql_url=f"sqlite:///{path}", keep=2)
+    assert backend.rows() == sorted([r for r in want if r[0] == DS2] + expected(DS3, recs))
+
+
+def test_sqlite_full_disk_leaves_the_published_rows(wh, tmp_path):
+    """A disk that fills up mid-load (max_page_count: SQLite's own SQLITE_FULL) rolls back."""
+    url = f"sqlite:///{tmp_path}/recs.db"
+    old, new = make_recs(n_users=40, version="v1", seed=1), make_recs(n_users=400, n=50, version="v2", seed=2)
+    stage(wh, DS1, old)
+    run_publish(wh, DS1, sql_url=url)
+    before = Backend("sqlite", url).rows()
+    with open_sink(url) as sink:
+        pages = sink.conn.execute("PRAGMA page_count").fetchone()[0]
+        sink.conn.execute(f"PRAGMA max_page_count = {pages + 20}")
+        with pytest.raises(sqlite3.OperationalError, match="full"):
+            sink.publish(DS1, new.to_batches(max_chunksize=1000))
+        assert sink.published_ds() == [DS1]
+    assert Backend("sqlite", url).rows() == before
+    catalog, tables = sqlite_catalog(tmp_path / "recs.db")
+    assert tables == sorted(["recommendations_partitions", catalog[0][1]])
+
+
+KILLED_PUBLISH = """
+import os, signal, sys
+import pyarrow.parquet as pq
+from recsys_core.publish.sql import open_sink
+
+def hook(point, info):
+    if point == sys.argv[3] and info.get("batches", 100) == 100:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+with open_sink(sys.argv[1]) as sink:
+    sink.conn.execute("PRAGMA cache_size = 10")  # 10 pages: the load spills into the WAL before it commits
+    sink.publish("2018-09-27", pq.read_table(sys.argv[2]).to_batches(max_chunksize=100), hook)
+"""
+
+
+@pytest.mark.parametrize("point", ["during_sql_load", "before_sql_commit"])
+def test_sqlite_publisher_killed_mid_load_leaves_the_published_rows(wh, tmp_path, point):
+    url = f"sqlite:///{tmp_path}/recs.db"
+    old, new = make_recs(n_users=40, version="v1", seed=1), make_recs(n_users=600, n=20, version="v2", seed=2)
+    stage(wh, DS1, old)
+    run_publish(wh, DS1, sql_url=url)
+    before, (catalog, tables) = Backend("sqlite", url).rows(), sqlite_catalog(tmp_path / "recs.db")
+    pq.write_table(new, tmp_path / "new.parquet")
+    killed = subprocess.run([str(VENV_BIN / "python"), "-c", KILLED_PUBLISH, url, str(tmp_path / "new.parquet"), point],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert killed.returncode == -9, killed.stderr
+    assert (tmp_path / "recs.db-wal").stat().st_size > 0  # the killed transaction's pages, never committed
+    assert Backend("sqlite", url).rows() == before
+    assert sqlite_catalog(tmp_path / "recs.db") == (catalog, tables)
+    stage(wh, DS1, new)
+    run_publish(wh, DS1, sql_url=url)
+    assert Backend("sqlite", url).rows() == expected(DS1, new)
 
 
 # ---------------------------------------------------------------- the entry point

@@ -51,22 +51,55 @@ def batch(**changes: object) -> pa.RecordBatch:
 
 
 def test_sqlite_table_has_the_contract_columns(tmp_path):
+    """A view ``recommendations`` with the contract's columns over one table per ds, whose
+    columns (all but ds, a constant of the view) keep the pinned types and constraints."""
     path = tmp_path / "recs.db"
-    open_sink(f"sqlite:///{path}").close()
+    with open_sink(f"sqlite:///{path}") as target:
+        empty = sqlite3.connect(path)
+        assert [row[1] for row in empty.execute("PRAGMA table_info(recommendations)")] == CONTRACT_COLUMNS
+        empty.close()
+        target.publish("2026-01-02", [batch()])
     conn = sqlite3.connect(path)
     try:
-        info = conn.execute("PRAGMA table_info(recommendations)").fetchall()
-        index = conn.execute("PRAGMA index_info(recommendations_user_ds_idx)").fetchall()
-        table_sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'recommendations'").fetchone()[0]
+        kinds = dict(conn.execute("SELECT name, type FROM sqlite_master WHERE name LIKE 'recommendations%'"))
+        [(ds, part)] = conn.execute("SELECT ds, name FROM recommendations_partitions").fetchall()
+        view = conn.execute("PRAGMA table_info(recommendations)").fetchall()
+        info = conn.execute(f"PRAGMA table_info({part})").fetchall()
+        table_sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = ?", (part,)).fetchone()[0]
+        [(ds_type,)] = conn.execute("SELECT DISTINCT typeof(ds) FROM recommendations").fetchall()
     finally:
         conn.close()
-    assert [name for _, name, *_ in info] == CONTRACT_COLUMNS
-    assert [(name, kind, bool(notnull)) for _, name, kind, notnull, _, _ in info] == PINNED["sqlite"]
+    assert kinds == {"recommendations": "view", "recommendations_latest": "view",
+                     "recommendations_partitions": "table", part: "table"}  # fmt: skip
+    assert ds == "2026-01-02" and part.startswith("recommendations_p20260102_") and ds_type == "text"
+    assert [name for _, name, *_ in view] == CONTRACT_COLUMNS
+    assert [(name, kind, bool(notnull)) for _, name, kind, notnull, _, _ in info] == PINNED["sqlite"][1:]
     primary_key = sorted((pk, name) for _, name, _, _, _, pk in info if pk)
-    assert tuple(name for _, name in primary_key) == contract.PRIMARY_KEY == ("ds", "user_id", "rank")
-    assert tuple(name for _, _, name in index) == contract.USER_INDEX == ("user_id", "ds")
+    assert ("ds", *(name for _, name in primary_key)) == contract.PRIMARY_KEY == ("ds", "user_id", "rank")
     assert "CHECK (rank >= 1)" in table_sql and "CHECK (source IN ('model', 'popularity'))" in table_sql
     assert table_sql.rstrip().endswith("WITHOUT ROWID")
+
+
+def test_sqlite_readers_find_a_user_by_key_in_every_ds(tmp_path):
+    """Per-user lookups through either view are primary-key searches of each ds's table."""
+    path = tmp_path / "recs.db"
+    with open_sink(f"sqlite:///{path}") as target:
+        for ds in ("2026-01-01", "2026-01-02", "2026-01-03"):
+            target.publish(ds, [batch(), batch(user_id=2, rank=1), batch(user_id=2, rank=2, movie_id=8)])
+    conn = sqlite3.connect(path)
+    try:
+        for query, args, rows in (
+            ("SELECT rank, movie_id FROM recommendations WHERE user_id = ? ORDER BY ds, rank", (2,), 6),
+            ("SELECT rank, movie_id FROM recommendations WHERE ds = ? AND user_id = ?", ("2026-01-02", 2), 2),
+            ("SELECT rank, movie_id FROM recommendations_latest WHERE user_id = ? ORDER BY rank", (2,), 2),
+        ):
+            assert len(conn.execute(query, args).fetchall()) == rows
+            plan = [row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + query, args)]
+            tables = [step for step in plan if "recommendations_p2026" in step]
+            assert tables and all(step.startswith("SEARCH") and step.endswith("USING PRIMARY KEY (user_id=?)")
+                                  for step in tables), plan  # fmt: skip
+    finally:
+        conn.close()
 
 
 def test_postgres_table_has_the_contract_columns(postgres_server):

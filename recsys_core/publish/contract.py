@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -136,25 +137,37 @@ def _check_values(batch: pa.RecordBatch, where: str) -> None:
         raise InputError(f"{where}: column score must be finite, found {_first(batch, bad, 'score')}")
 
 
-def check_ranks(keys: pa.Table, where: str) -> None:
+def rank_keys(batch: pa.RecordBatch) -> np.ndarray:
+    """(n,) int64 ``user_id << 16 | rank`` of a conformed batch (ranks 1..32767): sorted keys
+    are in (user_id, rank) order."""
+    user = batch.column("user_id").to_numpy().astype(np.int64)
+    return (user << 16) | batch.column("rank").to_numpy().astype(np.int64)
+
+
+RANK_CHUNK = 1 << 22  # keys compared at a time by check_ranks (bounds its temporaries)
+
+
+def check_ranks(keys: np.ndarray, where: str) -> None:
     """Each user's ranks must be exactly 1..n: no duplicate (user_id, rank) and no gap.
 
-    Ranks are >= 1 (checked per batch), so count == distinct count == max rank is exactly
-    that. Needs the two key columns of the whole partition (6 bytes a row).
+    ``keys`` are the ``rank_keys`` of every row of the partition (8 bytes a row), in any
+    order; they are sorted in place. Sorted, each row is its user's first with rank 1 or
+    the key after the row before it (same user, rank + 1): a check of neighbours.
     """
-    per_user = keys.group_by("user_id").aggregate(
-        [("rank", "count"), ("rank", "count_distinct"), ("rank", "max")]
-    )
-    count = per_user.column("rank_count")
-    bad = pc.or_(
-        pc.not_equal(count, per_user.column("rank_count_distinct")),
-        pc.not_equal(count, per_user.column("rank_max").cast(pa.int64())),
-    )
-    offenders = per_user.filter(bad)
-    if offenders.num_rows:
-        row = offenders.slice(0, 1).to_pylist()[0]
+    keys.sort()
+    bad_users: list[np.ndarray] = []
+    for lo in range(0, len(keys), RANK_CHUNK):
+        chunk = keys[max(lo - 1, 0) : lo + RANK_CHUNK]  # with the key before it
+        ok = np.where(chunk[1:] >> 16 != chunk[:-1] >> 16, chunk[1:] & 0xFFFF == 1, chunk[1:] == chunk[:-1] + 1)
+        bad = chunk[1:][~ok]
+        if lo == 0 and len(chunk) and chunk[0] & 0xFFFF != 1:
+            bad = np.r_[chunk[:1], bad]
+        bad_users.append(np.unique(bad >> 16))
+    offenders = np.unique(np.concatenate(bad_users)) if bad_users else np.zeros(0, np.int64)
+    if len(offenders):
+        user = int(offenders[0])
+        mine = keys[np.searchsorted(keys, user << 16) : np.searchsorted(keys, (user + 1) << 16)] & 0xFFFF
         raise InputError(
-            f"{where}: ranks are not 1..n for {offenders.num_rows} user(s), e.g. user_id "
-            f"{row['user_id']}: {row['rank_count']} rows, {row['rank_count_distinct']} distinct "
-            f"ranks, max rank {row['rank_max']}"
+            f"{where}: ranks are not 1..n for {len(offenders)} user(s), e.g. user_id {user}: {len(mine)} "
+            f"rows, {len(np.unique(mine))} distinct ranks, max rank {int(mine.max())}"
         )

@@ -1,9 +1,12 @@
 """The Parquet side of publish: ``recommendations/ds=…/`` replaced whole, and retention.
 
 A partition is one file, ``ds=…/part-00000.parquet``. The scoring job's staging partition
-is read, conformed to the contract, checked and written as that one zstd file into a
-hidden sibling directory of the partition (``.staging-ds=…-<id>``, which readers skip as
-they skip every name starting with ``.`` or ``_``), then swapped in by a single rename:
+is read a row group at a time, conformed to the contract and checked, and becomes that one
+file in a hidden sibling directory of the partition (``.staging-ds=…-<id>``, which readers
+skip as they skip every name starting with ``.`` or ``_``): a byte copy of the staged file
+when the partition is one file already in the contract's schema (what the local scorer
+writes: nothing to re-encode), otherwise the conformed rows written as one zstd file
+(Spark's part files, a ``ds`` column, other types). Then it is swapped in by one rename:
 
 - the partition exists: the new file is renamed over ``part-00000.parquet``. ``rename(2)``
   replaces the file atomically (an object store replaces the object whole), so the
@@ -21,13 +24,12 @@ whose rename does not replace an existing file.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
-from collections.abc import Iterator
 
-import pyarrow as pa
+import numpy as np
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -36,24 +38,14 @@ from recsys_core.errors import ConfigError, InputError, reading
 from recsys_core.fs_swap import delete_dir, filesystem, is_dir, list_dir, recover
 from recsys_core.model_version import mismatch
 from recsys_core.paths import staging_path
-from recsys_core.publish.contract import SCHEMA, check_ranks, conform, expired
+from recsys_core.publish.contract import SCHEMA, check_ranks, conform, expired, rank_keys
 from recsys_core.publish.hooks import Hook, fire
+from recsys_core.publish.parquet_read import file_schemas, read_batches
 
 log = logging.getLogger(__name__)
 
 PART_FILE = "part-00000.parquet"
-
-
-def open_dataset(path: str) -> pads.Dataset:
-    """The Parquet files under ``path``; names starting with ``.`` or ``_`` are skipped."""
-    fs, inner = filesystem(path)
-    return pads.dataset(inner, format="parquet", filesystem=fs)
-
-
-def read_batches(path: str, batch_rows: int = 100_000) -> Iterator[pa.RecordBatch]:
-    """Stream a published partition as contract batches of at most ``batch_rows`` rows."""
-    dataset = open_dataset(path)
-    yield from dataset.to_batches(columns=list(SCHEMA.names), batch_size=batch_rows)
+BATCH_ROWS = 1 << 20  # rows a batch at most when reading the staged files (one row group, usually)
 
 
 def publish_partition(source: str, final: str, ds: str, hook: Hook | None = None,
@@ -62,39 +54,54 @@ def publish_partition(source: str, final: str, ds: str, hook: Hook | None = None
 
     With ``model_version``, every row must carry that version. On any failure (bad input,
     a hook raising, an I/O error, the process killed) ``final`` is left as it was.
+    Memory: a batch of rows, and 8 bytes a row for the rank check.
     """
     if not is_dir(source):
         raise InputError(f"no staging partition at {source}: run the score job for ds={ds} first")
     where = f"staging partition {source}"
     damaged = ("staged recommendations (a parquet file is damaged)", f"re-run score, then check, for ds={ds}")
     with reading(source, *damaged):
-        dataset = open_dataset(source)
+        schemas = file_schemas(source)
+    copy = next(iter(schemas)) if len(schemas) == 1 and next(iter(schemas.values())).equals(SCHEMA) else None
     recover(final)  # what an interrupted publish of this partition left
     fs, final_inner = filesystem(final)
     staging = staging_path(final)
     staging_inner = filesystem(staging)[1]
     fs.create_dir(staging_inner, recursive=True)
-    rows, versions = 0, set()
+    rows, versions, keys = 0, set(), []
     try:
         part = f"{staging_inner}/{PART_FILE}"
-        with pq.ParquetWriter(part, SCHEMA, filesystem=fs, compression="zstd") as writer, reading(source, *damaged):
-            for batch in dataset.to_batches():
+        with contextlib.ExitStack() as stack:
+            writer = None if copy else stack.enter_context(
+                pq.ParquetWriter(part, SCHEMA, filesystem=fs, compression="zstd"))  # fmt: skip
+            batches = read_batches(source, BATCH_ROWS)
+            while True:
+                with reading(source, *damaged):
+                    batch = next(batches, None)
+                if batch is None:
+                    break
                 batch = conform(batch, ds, where)
-                writer.write_batch(batch)
+                if writer is not None:
+                    writer.write_batch(batch)
                 versions.update(pc.unique(batch.column("model_version")).to_pylist())
+                keys.append(rank_keys(batch))
                 rows += batch.num_rows
+        if copy is not None:
+            fs.copy_file(copy, part)
         fire(hook, "after_staging", path=staging, rows=rows)
         if rows == 0:
             raise InputError(f"{where} has no rows (no parquet files, or empty ones)")
         if model_version is not None and versions != {model_version}:
             raise InputError(mismatch(ds, ", ".join(sorted(map(str, versions))), model_version, "the staged rows"))
-        check_ranks(open_dataset(staging).to_table(columns=["user_id", "rank"]), where)
+        all_keys = np.concatenate(keys)
+        del keys
+        check_ranks(all_keys, where)
         fire(hook, "before_swap", path=staging, rows=rows)
         _swap_file_in(fs, staging_inner, final_inner)
     finally:
         if fs.get_file_info(staging_inner).type != pafs.FileType.NotFound:
             fs.delete_dir(staging_inner)
-    log.info("published %s rows to %s", f"{rows:,}", final)
+    log.info("published %s rows to %s (%s)", f"{rows:,}", final, "the staged file" if copy else "rewritten")
     return rows
 
 

@@ -9,7 +9,8 @@ queues publishers and retention) in two phases, then a clean-up:
 
 1. Build, invisible to readers: a new standalone table ``<table>_p<YYYYMMDD>_<hex>``
    LIKE the parent, with ``CHECK (ds = 'YYYY-MM-DD')``, no index yet. The batches are
-   COPYed into it (CSV made by Arrow, no per-row Python; ``FREEZE``, as the table is new
+   COPYed into it (CSV made by Arrow, no per-row Python; ``ds`` and, while the rows share
+   it, ``model_version`` as column defaults, not in the CSV; ``FREEZE``, as the table is new
    in this transaction, so readers never rewrite its pages to set hint bits), then its
    primary key and index are built in one sort each (far cheaper than maintaining them
    row by row) and it is analyzed. Readers keep reading the old partition meanwhile.
@@ -50,13 +51,12 @@ from __future__ import annotations
 import io
 import logging
 import re
-import secrets
 import time
 from collections.abc import Callable, Iterable
-from datetime import date
 
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from psycopg import sql
 
@@ -66,10 +66,9 @@ from recsys_core.progress import Progress
 from recsys_core.publish.contract import COLUMNS, PRIMARY_KEY, USER_INDEX, expired
 from recsys_core.publish.hooks import Hook, fire
 from recsys_core.publish.sink import (
-    MAX_IDENTIFIER,
     RecommendationSink,
     TableNames,
-    check_identifier,
+    partition_name,
     redact_url,
     table_definition,
 )
@@ -181,14 +180,10 @@ class PostgresSink(RecommendationSink):
                 found[match.group(1)] = (sql.Identifier(schema, name), rows)
         return found
 
-    def _partition_name(self, day: date) -> str:
-        suffix = f"_p{day:%Y%m%d}_{secrets.token_hex(4)}"
-        return check_identifier(self.names.table[: MAX_IDENTIFIER - len(suffix)] + suffix, "partition name")
-
     def publish(self, ds: str, batches: Iterable[pa.RecordBatch], hook: Hook | None = None) -> int:
         day = parse_ds(ds)
         value = sql.Literal(day)
-        new = self._ident(self._partition_name(day))
+        new = self._ident(partition_name(self.names, day))
         what = f"SQL load of ds={ds} into {self.names.qualified} at {self.url}"
         progress = Progress(what, unit="rows", every_s=10.0, logger=log)
         with self.conn.transaction(), self.conn.cursor() as cur:
@@ -197,17 +192,11 @@ class PostgresSink(RecommendationSink):
                 "CREATE TABLE {new} (LIKE {table} INCLUDING CONSTRAINTS, CHECK (ds = {value}))"
             ).format(new=new, table=self.table, value=value))
             cur.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN ds SET DEFAULT {}").format(new, value))
-            copy_sql = sql.SQL("COPY {new} ({columns}) FROM STDIN (FORMAT csv, FREEZE)")
-            with cur.copy(copy_sql.format(new=new, columns=_identifiers(COLUMNS))) as copy:
-                for number, batch in enumerate(batches, 1):
-                    copy.write(_csv(batch))
-                    progress.add(batch.num_rows)
-                    fire(hook, "during_sql_load", batches=number, rows=progress.count)
-            if cur.rowcount not in (-1, progress.count):
-                raise RuntimeError(f"copied {cur.rowcount} rows, streamed {progress.count}")
+            self._copy(cur, new, batches, progress, hook)
             copy_s = progress.done()
             copied = time.monotonic()
-            cur.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN ds DROP DEFAULT").format(new))
+            for column in ("ds", "model_version"):
+                cur.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} DROP DEFAULT").format(new, sql.Identifier(column)))
             cur.execute(sql.SQL("SET LOCAL maintenance_work_mem = {}").format(sql.Literal(INDEX_BUILD_MEMORY)))
             # the same keys as the parent's, so that ATTACH adopts them instead of building its own
             cur.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(new, _identifiers(PRIMARY_KEY)))
@@ -232,6 +221,36 @@ class PostgresSink(RecommendationSink):
                  f"{progress.count:,}", copy_s, indexed - copied, swapped - swap_started,
                  time.monotonic() - swapped)  # fmt: skip
         return progress.count
+
+    def _copy(self, cur: psycopg.Cursor, new: sql.Identifier, batches: Iterable[pa.RecordBatch],
+              progress: Progress, hook: Hook | None) -> None:  # fmt: skip
+        """COPY ``batches`` into the new partition, firing ``during_sql_load`` after each.
+
+        While the rows carry the first row's ``model_version`` it is the column's default
+        and left out of the CSV (a quarter less for the server to parse); from the first
+        batch that differs, the rest goes in a second COPY with every column.
+        """
+        stream = iter(batches)
+        batch, number, copied = next(stream, None), 0, []
+        shared = batch.column("model_version")[0].as_py() if batch is not None and batch.num_rows else None
+        if shared is not None:
+            cur.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN model_version SET DEFAULT {}").format(
+                new, sql.Literal(shared)))  # fmt: skip
+        while batch is not None:
+            narrow = shared is not None and _all_equal(batch.column("model_version"), shared)
+            columns = [c for c in COLUMNS if not (narrow and c == "model_version")]
+            statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, FREEZE)").format(new, _identifiers(columns))
+            with cur.copy(statement) as copy:
+                while batch is not None and (not narrow or _all_equal(batch.column("model_version"), shared)):
+                    copy.write(_csv(batch, columns))
+                    number += 1
+                    progress.add(batch.num_rows)
+                    fire(hook, "during_sql_load", batches=number, rows=progress.count)
+                    batch = next(stream, None)
+            copied.append(cur.rowcount)
+            shared = shared if narrow else None
+        if -1 not in copied and sum(copied) != progress.count:
+            raise RuntimeError(f"copied {sum(copied)} rows, streamed {progress.count}")
 
     def _detach(self, cur: psycopg.Cursor, partition: sql.Identifier) -> None:
         """Detach ``partition`` and mark it for ``_drop_detached`` (after the commit)."""
@@ -300,8 +319,13 @@ def _identifiers(names: Iterable[str]) -> sql.Composable:
     return sql.SQL(", ").join(sql.Identifier(name) for name in names)
 
 
-def _csv(batch: pa.RecordBatch) -> bytes:
-    """A batch as CSV rows in ``COLUMNS`` order; Arrow writes float32 in round-trip form."""
+def _csv(batch: pa.RecordBatch, columns: list[str]) -> bytes:
+    """A batch as CSV rows of ``columns``; Arrow writes float32 in round-trip form."""
     buffer = io.BytesIO()
-    pacsv.write_csv(batch.select(list(COLUMNS)), buffer, CSV_OPTIONS)
+    pacsv.write_csv(batch.select(columns), buffer, CSV_OPTIONS)
     return buffer.getvalue()
+
+
+def _all_equal(column: pa.Array, value: str) -> bool:
+    """Whether every value of ``column`` is ``value`` (no null)."""
+    return column.null_count == 0 and pc.all(pc.equal(column, value)).as_py() is not False

@@ -33,8 +33,8 @@ from recsys_core.errors import ConfigError, InputError, reading
 from recsys_core.fs_swap import exists, is_dir, read_json
 from recsys_core.model_version import current_model_version, mismatch
 from recsys_core.paths import Warehouse
-from recsys_core.publish import parquet_table
-from recsys_core.publish.contract import CHECK_FILE, check_keep
+from recsys_core.publish import parquet_read, parquet_table
+from recsys_core.publish.contract import CHECK_FILE, SCHEMA, check_keep
 from recsys_core.publish.hooks import Hook, fire
 from recsys_core.publish.sql import default_sql_url, open_sink, redact_url, validate_target
 
@@ -117,8 +117,10 @@ def run_publish(
         parquet_table.clean_leftovers(table_dir)
         rows = parquet_table.publish_partition(source, final, ds, hook, model_version=version)
         fire(hook, "after_swap", path=final, rows=rows)
-        sql_rows = sink.publish(ds, parquet_table.read_batches(final, batch_rows), hook)
+        parquet_done = time.monotonic()
+        sql_rows = sink.publish(ds, parquet_read.read_batches(final, batch_rows, SCHEMA.names), hook)
         fire(hook, "after_sql", rows=sql_rows)
+        sql_done = time.monotonic()
         deleted = parquet_table.apply_retention(table_dir, keep)
         oldest_kept = parquet_table.published_ds(table_dir)[0]
         stale = [d for d in parquet_table.published_ds(staging_dir) if d < oldest_kept]
@@ -133,6 +135,8 @@ def run_publish(
         "sql": sql_target,
         "retention": {"keep": keep, "parquet_deleted": deleted, "sql_deleted": sql_deleted},
         "seconds": round(time.monotonic() - started, 2),
+        "parquet_seconds": round(parquet_done - started, 2),
+        "sql_seconds": round(sql_done - parquet_done, 2),
     }
     log.info("published ds=%s: %s rows to %s and %s", ds, f"{rows:,}", final, redact_url(url))
     return summary

@@ -4,15 +4,17 @@ Below both backends (``sqlite_sink``, ``postgres_sink``), which import only this
 ``contract`` and ``hooks``; the factory ``sql.open_sink`` sits above them and picks one.
 Shared here: the checked table names (``TableNames``), URL redaction for logs, the
 ``CREATE TABLE`` body rendered from ``contract.SQL_COLUMNS`` in a backend's column types,
-and the query listing the published ``ds``.
+the name of a new per-``ds`` table, and the query listing the ``ds`` of a single table.
 """
 
 from __future__ import annotations
 
 import re
+import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import date
 from types import TracebackType
 from typing import Self
 from urllib.parse import urlsplit, urlunsplit
@@ -20,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pyarrow as pa
 
 from recsys_core.errors import ConfigError
-from recsys_core.publish.contract import PRIMARY_KEY, SQL_COLUMNS, SQL_TYPES
+from recsys_core.publish.contract import PRIMARY_KEY, SQL_COLUMNS, SQL_TYPES, SqlColumn
 from recsys_core.publish.hooks import Hook
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -99,16 +101,20 @@ def redact_url(url: str) -> str:
     return masked
 
 
-def table_definition(kind: str) -> str:
+def table_definition(
+    kind: str, columns: Iterable[SqlColumn] | None = None, primary_key: Iterable[str] = PRIMARY_KEY
+) -> str:
     """The body of ``CREATE TABLE … (<this>)`` from ``contract.SQL_COLUMNS``, for sink ``kind``.
 
     ``kind`` is a key of ``contract.SQL_TYPES`` (``sqlite``, ``postgres``): one line a column
-    (name, type, NOT NULL, CHECK), then the primary key. Column names are plain identifiers,
-    written unquoted. Raises ValueError when a column's Arrow type has no type in ``kind``.
+    (name, type, NOT NULL, CHECK), then the primary key. ``columns`` and ``primary_key``
+    narrow it (SQLite's per-``ds`` tables leave ``ds`` out). Column names are plain
+    identifiers, written unquoted. Raises ValueError when a column's Arrow type has no type
+    in ``kind``.
     """
     types = SQL_TYPES[kind]
     lines = []
-    for column in SQL_COLUMNS:
+    for column in SQL_COLUMNS if columns is None else columns:
         if column.arrow_type not in types:
             raise ValueError(
                 f"column {column.name} ({column.arrow_type}) has no {kind} type: add one to contract.SQL_TYPES"
@@ -119,12 +125,20 @@ def table_definition(kind: str) -> str:
         if column.check is not None:
             line += f" CHECK ({column.check})"
         lines.append(line)
-    lines.append(f"PRIMARY KEY ({', '.join(PRIMARY_KEY)})")
+    lines.append(f"PRIMARY KEY ({', '.join(primary_key)})")
     return ",\n".join(lines)
 
 
+def partition_name(names: TableNames, day: date) -> str:
+    """A fresh name for the table of one ``ds``: ``<table>_p<YYYYMMDD>_<8 hex>``, the table's
+    name cut so that the whole fits in ``MAX_IDENTIFIER`` characters."""
+    suffix = f"_p{day:%Y%m%d}_{secrets.token_hex(4)}"
+    return check_identifier(names.table[: MAX_IDENTIFIER - len(suffix)] + suffix, "partition name")
+
+
 # Distinct ds newest first, one index probe each (a "loose index scan"): SELECT DISTINCT
-# would read every row of the table, tens of millions per ds. Works in SQLite and PostgreSQL.
+# would read every row of the table, tens of millions per ds. Works in SQLite and PostgreSQL
+# on a single table keyed by ds first (what SQLite converts from the layout of earlier versions).
 LIST_DS_SQL = """
 WITH RECURSIVE d(ds) AS (
     SELECT max(ds) FROM {table}
@@ -138,10 +152,13 @@ SELECT ds FROM d WHERE ds IS NOT NULL
 class RecommendationSink(ABC):
     """A SQL table the recommendations of each ``ds`` are copied into (``sql.open_sink`` makes one).
 
-    The table has PRIMARY KEY (ds, user_id, rank), an index on (user_id, ds) and a view
-    ``<table>_latest`` over the newest ``ds``. A context manager: leaving it closes the
-    connection. Errors of the database driver (``sqlite3.Error``, ``psycopg.Error``) pass
-    through unchanged.
+    Readers query ``<table>`` (the columns of ``contract.SQL_COLUMNS``, one row per (ds,
+    user_id, rank)) and the view ``<table>_latest`` over the newest ``ds``; a user's rows of
+    a ``ds`` are found by key. Each backend keeps one table per ``ds`` behind them
+    (PostgreSQL: partitions of ``<table>``; SQLite: tables under the view ``<table>``), so
+    a publish builds the new ``ds`` where no reader looks and swaps it in at its commit.
+    A context manager: leaving it closes the connection. Errors of the database driver
+    (``sqlite3.Error``, ``psycopg.Error``) pass through unchanged.
     """
 
     url: str  # redacted: safe to log

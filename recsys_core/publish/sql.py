@@ -3,9 +3,11 @@
 ``open_sink(url)`` returns a ``RecommendationSink`` (the interface, in ``sink.py``) for
 ``sqlite:///path.db`` (stdlib sqlite3; ``sqlite:////abs/path.db`` for an absolute path) or
 ``postgresql://…`` (psycopg 3, the optional ``postgres`` extra, so imported only when
-asked for). Both keep the same shape: the table of ``contract.SQL_COLUMNS`` with PRIMARY
-KEY (ds, user_id, rank), an index on (user_id, ds) for per-user lookups, and a view
-``<table>_latest`` over the newest ``ds``. ``publish`` replaces one ``ds`` in one
+asked for). Both show readers the same shape: ``<table>`` with the columns of
+``contract.SQL_COLUMNS``, one row per (ds, user_id, rank), a user's rows found by key, and
+a view ``<table>_latest`` over the newest ``ds``; behind it, one table per ``ds``
+(PostgreSQL: a table partitioned by ``ds``; SQLite: a view over a table per ``ds``).
+``publish`` builds the new ``ds`` where readers do not look and swaps it in in one
 transaction, so a reader sees the old rows of that ``ds`` or the new ones, never a mix,
 and a failure leaves the old ones.
 

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 
 from recsys_core import defaults, fs_swap
 from recsys_core.data.features import load_features
@@ -34,6 +33,7 @@ from recsys_core.errors import ConfigError, InputError, reading
 from recsys_core.model_version import current_model_version, mismatch
 from recsys_core.paths import Warehouse
 from recsys_core.publish.contract import CHECK_FILE, SCHEMA, SOURCES
+from recsys_core.publish.parquet_read import file_schemas, read_batches
 from recsys_core.scoring.row_checks import EXAMPLES, RowChecks
 from recsys_core.scoring.score import SCORING_META
 from recsys_core.training import artifacts
@@ -43,9 +43,7 @@ BATCH_ROWS = (
     1 << 20
 )  # at most this many rows a batch; a batch never spans row groups, so usually one group
 # source and model_version read as dictionaries: a handful of values, never a string per row
-STAGED_FORMAT = pads.ParquetFileFormat(
-    read_options=pads.ParquetReadOptions(dictionary_columns=["source", "model_version"])
-)
+DICTIONARY_COLUMNS = ("source", "model_version")
 
 
 class GateFailed(InputError):
@@ -129,17 +127,15 @@ class Labels:
             )
 
 
-def staged_batches(
-    dataset: pads.Dataset, columns: list[str], where: str, fix: str
-) -> Iterator[pa.RecordBatch]:
+def staged_batches(staging: str, columns: list[str], fix: str) -> Iterator[pa.RecordBatch]:
     """The staged rows of ``columns``, a row group (at most ``BATCH_ROWS`` rows) at a time.
 
     Only the reading is under ``reading`` (a damaged file becomes one CorruptFile line);
     what the caller does with a batch raises as itself.
     """
-    batches = iter(dataset.to_batches(columns=columns, batch_size=BATCH_ROWS))
+    batches = read_batches(staging, BATCH_ROWS, columns, DICTIONARY_COLUMNS)
     while True:
-        with reading(where, "staged recommendations (a parquet file is damaged)", fix):
+        with reading(staging, "staged recommendations (a parquet file is damaged)", fix):
             batch = next(batches, None)
         if batch is None:
             return
@@ -150,15 +146,15 @@ def check_staged_rows(
     report: Report, staging: str, checks: RowChecks, labels: Labels, fix: str
 ) -> None:
     """Stream the staged partition twice through ``checks`` (and once through ``labels``)."""
-    fs, inner = fs_swap.filesystem(staging)
     with reading(staging, "staged recommendations (a parquet file is damaged)", fix):
-        dataset = pads.dataset(inner, format=STAGED_FORMAT, filesystem=fs)
-    missing = [name for name in SCHEMA.names if name not in dataset.schema.names]
-    if missing:
-        raise InputError(f"{staging}: the staged rows lack column(s) {', '.join(missing)}: {fix}")
-    for batch in staged_batches(dataset, ["user_id"], staging, fix):
+        schemas = file_schemas(staging)
+    for path, schema in schemas.items():
+        missing = [name for name in SCHEMA.names if name not in schema.names]
+        if missing:
+            raise InputError(f"{path}: the staged rows lack column(s) {', '.join(missing)}: {fix}")
+    for batch in staged_batches(staging, ["user_id"], fix):
         checks.count(batch)
-    for batch in staged_batches(dataset, list(SCHEMA.names), staging, fix):
+    for batch in staged_batches(staging, list(SCHEMA.names), fix):
         checks.check(batch)
         labels.add(batch)
     for name, (count, what, examples) in checks.failures().items():
