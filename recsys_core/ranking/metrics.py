@@ -199,11 +199,12 @@ def evaluate_top_lists(
     return out
 
 
-def validation_metrics(top: np.ndarray, relevant: RatingsCSR) -> dict[str, float]:
+def validation_metrics(top: np.ndarray, relevant: RatingsCSR, per_user_out: dict | None = None) -> dict[str, float]:
     """NDCG@10, Recall@20, and NDCG@100 when the (n_users, width) lists are that long.
 
     The nightly validation figures (the model manifest's metrics, which the quality gate
-    compares): the same code as the offline report's figures.
+    compares): the same code as the offline report's figures. ``per_user_out``: as in
+    ``ranking_metrics``.
     """
     ks = {name: k for name, k in VALIDATION_KS.items() if k <= top.shape[1]}
-    return ranking_metrics(top, relevant, ks)
+    return ranking_metrics(top, relevant, ks, per_user_out)

@@ -2,8 +2,9 @@
 term, and choose the item-item blend, the recency half-life of its input, and the window
 and weight of recent popularity on the validation users.
 
-A coordinate search (each point the whole model's validation NDCG@10; ties keep the point
-tried first, the simpler one):
+A coordinate search (each point the whole model's validation NDCG@10; a point replaces the
+held one only by a margin of its noise, ``recsys_core.training.selection``, so the simpler
+settings tried first are kept unless another is clearly better):
 
 1. every blend of ``ItemItemConfig.blends`` without decay (blend 0 is the AE alone);
 2. at that blend, every half-life of ``ItemItemConfig.half_lives`` (the input weighted
@@ -35,6 +36,7 @@ from recsys_core.ranking.metrics import validation_metrics
 from recsys_core.ranking.top_n import top_n_lists
 from recsys_core.training.config import TrainConfig
 from recsys_core.training.item_item import ItemItemFit
+from recsys_core.training.selection import METRIC, Selection
 from recsys_core.training.validation import Validation
 
 log = logging.getLogger(__name__)
@@ -76,7 +78,8 @@ class ValidationScorer:
         with torch.no_grad(), autocast(self.device, self.bf16):
             return self.model.ae_logits(batch).float()
 
-    def metrics(self, setting: TermSetting) -> dict:
+    def metrics(self, setting: TermSetting) -> tuple[dict, np.ndarray]:
+        """(validation metrics, (validation users,) per-user NDCG@10) of the model at ``setting``."""
         model = self.model
         model.item_item.set_blend(setting.blend)
         model.config.item_half_life = setting.half_life
@@ -92,7 +95,9 @@ class ValidationScorer:
                     scores += recent[i] * setting.popularity
                 tops.append(top_n_lists(scores, batch.rows, batch.indices, self.top_n))
         top = np.concatenate(tops) if tops else np.zeros((0, self.top_n), dtype=np.int64)
-        return validation_metrics(top, self.validation.relevant)
+        per_user: dict = {}
+        metrics = validation_metrics(top, self.validation.relevant, per_user)
+        return metrics, per_user.get(METRIC, np.full(len(self.validation.users), np.nan))
 
 
 def choose_blend(model: UserAE, fit: ItemItemFit, ae_metrics: dict, train: RatingsCSR, validation: Validation,
@@ -107,20 +112,22 @@ def choose_blend(model: UserAE, fit: ItemItemFit, ae_metrics: dict, train: Ratin
     model.config.item_feedback = fit.point.feedback
     scorer = ValidationScorer(model, train, validation, config, device, bf16)
     grid: list[dict] = []
-    scored: dict[TermSetting, dict] = {}
+    tried: set[TermSetting] = set()
+    selection = Selection()
 
     def run(setting: TermSetting) -> None:
-        if setting in scored:
+        if setting in tried:
             return
-        no_term = (setting.blend == 0 or fit.films == 0) and setting.half_life is None and not setting.popularity
-        metrics = ae_metrics if no_term else scorer.metrics(setting)
-        scored[setting] = metrics
+        tried.add(setting)
+        metrics, per_user = scorer.metrics(setting)
+        selection.offer(setting, metrics, per_user)
         half_life = "none" if setting.half_life is None else setting.half_life
         grid.append({"blend": setting.blend, "half_life": half_life, "window": setting.window,
                      "popularity": setting.popularity, **metrics})  # fmt: skip
 
     def best() -> TermSetting:
-        return max(scored, key=lambda s: (scored[s].get("ndcg@10", -math.inf), -list(scored).index(s)))
+        assert selection.best is not None  # blends is non-empty (TrainConfig.validate)
+        return selection.best
 
     blends = sorted(config.item.blends)
     for blend in blends:
@@ -146,7 +153,7 @@ def choose_blend(model: UserAE, fit: ItemItemFit, ae_metrics: dict, train: Ratin
     model.item_item.set_blend(chosen.blend)
     model.config.item_half_life = chosen.half_life if chosen.blend > 0 else None
     model.recent.set(scorer.counts, chosen.window, chosen.popularity)
-    metrics = scored[chosen]
+    metrics = selection.metrics
     log.info("item-item blend %.1f, half-life %s; recent popularity %d bins x %g: validation ndcg@10 %.4f "
              "(AE alone %.4f)", chosen.blend, model.config.item_half_life, chosen.window, chosen.popularity,
              metrics.get("ndcg@10", math.nan), ae_metrics.get("ndcg@10", math.nan))  # fmt: skip

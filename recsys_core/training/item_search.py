@@ -6,7 +6,8 @@ EASE's ridge penalty do, on sparse release-driven data (users with a handful of 
 every rating as input and a smaller penalty do, and EDLAE's dropout-emphasis penalty
 (Steck 2020) helps some sets. No single setting wins everywhere, so each night picks its own
 by a coordinate search, each point one closed-form fit scored alone (the term's top-N of
-the validation users' training ratings, NDCG@10 as everywhere in training):
+the validation users' training ratings, NDCG@10 as everywhere in training; a point replaces
+the held one only by a margin of its noise, ``recsys_core.training.selection``):
 
 1. the input feedback (``ItemItemConfig.feedbacks``) at ``l2``;
 2. at the best feedback, the other lambdas (``l2s``);
@@ -26,6 +27,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
 
 from recsys_core.data.csr import RatingsCSR
@@ -34,6 +36,7 @@ from recsys_core.models.user_ae import UserBatch, item_inputs
 from recsys_core.ranking.metrics import validation_metrics
 from recsys_core.training.config import TrainConfig
 from recsys_core.training.item_item import GramOf, ItemItemFit, ItemItemPoint, build_gram, solve
+from recsys_core.training.selection import METRIC, Selection
 from recsys_core.training.validation import Validation, top_n_of
 
 log = logging.getLogger(__name__)
@@ -54,8 +57,9 @@ class Search:
 
 
 def term_metrics(fit: ItemItemFit, train: RatingsCSR, validation: Validation, config: TrainConfig,
-                 device: torch.device) -> dict:  # fmt: skip
-    """Validation metrics of the term alone (blend 1, no decay) with ``fit``'s weights."""
+                 device: torch.device) -> tuple[dict, np.ndarray]:  # fmt: skip
+    """Validation metrics of the term alone (blend 1, no decay) with ``fit``'s weights, and
+    its (validation users,) per-user NDCG@10 (NaN where a user cannot score)."""
     term = ItemItemTerm(train.n_films, fit.index.shape[1]).to(device)
     term.set(fit.index.to(device), fit.weight.to(device), 1.0)
     liked = config.user.liked_rating
@@ -65,7 +69,9 @@ def term_metrics(fit: ItemItemFit, train: RatingsCSR, validation: Validation, co
         return term.scores(batch.rows, batch.indices, inputs, batch.size)
 
     top = top_n_of(score, train, validation.users, config.top_n, config.eval_batch_size, device, liked)
-    return validation_metrics(top, validation.relevant)
+    per_user: dict = {}
+    metrics = validation_metrics(top, validation.relevant, per_user)
+    return metrics, per_user.get(METRIC, np.full(len(validation.users), np.nan))
 
 
 def search_item_item(train: RatingsCSR, validation: Validation, config: TrainConfig, device: torch.device) -> Search:
@@ -76,6 +82,7 @@ def search_item_item(train: RatingsCSR, validation: Validation, config: TrainCon
     grams: dict[str, GramOf] = {}
     scored: dict[ItemItemPoint, float] = {}  # NDCG@10 of each point tried, in order
     search = Search(best=empty_fit(train.n_films), metrics={})
+    selection = Selection()
     fit_seconds = 0.0
 
     def run(point: ItemItemPoint) -> None:
@@ -94,10 +101,10 @@ def search_item_item(train: RatingsCSR, validation: Validation, config: TrainCon
         t0 = time.monotonic()
         fit = solve(grams[point.feedback], train.n_films, k, point)
         fit.gram_seconds = grams[point.feedback].seconds
-        metrics = term_metrics(fit, train, validation, config, device)
+        metrics, per_user = term_metrics(fit, train, validation, config, device)
         fit_seconds = max(fit_seconds, time.monotonic() - t0)
-        value = metrics.get("ndcg@10", -math.inf)
-        if not scored or value > max(scored.values()):  # ties: the point tried first (simpler)
+        value = metrics.get(METRIC, -math.inf)
+        if selection.offer(point, metrics, per_user):  # by a margin over the held point (selection.py)
             search.best, search.metrics = fit, metrics
         scored[point] = value
         search.tried.append({**asdict(point), **metrics, "seconds": round(time.monotonic() - t0, 3)})

@@ -1,0 +1,31 @@
+"""The margin rule of the training run's searches (recsys_core.training.selection)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from recsys_core.training.selection import Selection, wins
+
+
+def test_a_challenger_wins_only_by_more_than_its_standard_error():
+    rng = np.random.default_rng(0)
+    held = rng.random(300)
+    noise = held + rng.normal(0, 0.05, 300)  # same mean, noisy: a plain max would take it half the time
+    noise += 0.2 * 0.05 / np.sqrt(300) - (noise - held).mean()  # ahead by 0.2 standard errors
+    assert noise.mean() > held.mean() and not wins(noise, held)
+    better = held + 0.02 + rng.normal(0, 0.05, 300)  # ahead by ~7 standard errors
+    assert wins(better, held)
+    with_nan = better.copy()
+    with_nan[:10] = np.nan  # users without relevant films are left out of the pair
+    assert wins(with_nan, held) and not wins(np.full(300, np.nan), held)
+
+
+def test_selection_keeps_the_first_setting_unless_clearly_beaten():
+    rng = np.random.default_rng(1)
+    base = rng.random(500)
+    pick = Selection()
+    assert pick.offer("default", {"ndcg@10": base.mean()}, base)
+    tie = base + rng.normal(0, 0.01, 500)
+    tie -= (tie - base).mean()  # equal mean
+    assert not pick.offer("noise", {"ndcg@10": tie.mean()}, tie) and pick.best == "default"
+    assert pick.offer("better", {"ndcg@10": base.mean() + 0.05}, base + 0.05) and pick.best == "better"
