@@ -16,10 +16,10 @@ SQLite publish. ``--with-als`` then runs ``bench/als.py`` (Spark MLlib ALS, rank
 iterations, fit + ``recommendForAllUsers(100)`` to Parquet) on the same ``ratings.csv``.
 
 Prints one table (wall seconds and peak RSS of the process tree, sampled every 0.2 s,
-per stage; the chain's total and peak; ALS and the ratio chain ÷ ALS), then the validation
-NDCG@10 from the models manifest (the model, the user AE alone, popularity), and writes
-the same as ``DIR/dag-S-SEED.json``. Not timed: the DAG's ``validate`` and
-``record_metrics`` tasks (seconds), Airflow's own overhead.
+per stage, with the 1-minute load average at its end; the chain's total and peak; ALS and
+the ratio chain ÷ ALS), then the validation NDCG@10 from the models manifest (the model,
+the user AE alone, popularity), and writes the same as ``DIR/dag-S-SEED.json``. Not
+timed: the DAG's ``validate`` and ``record_metrics`` tasks (seconds), Airflow's overhead.
 
 The bar (issue 15), on the 2-core dev machine: at scale 1.0 the chain takes at most 20
 minutes with a peak of at most 10 GiB; at scale 0.1 it takes at most 0.9x ALS's time,
@@ -105,10 +105,11 @@ def postgres_database() -> Iterator[str]:
 
 def report(out: dict) -> str:
     """The one table (and the NDCG@10 lines) of a run's figures ``out``."""
-    rows = [f"{'stage':<34} {'wall s':>8} {'peak GiB':>9}"]
+    rows = [f"{'stage':<34} {'wall s':>8} {'peak GiB':>9} {'load':>5}"]
 
     def line(name: str, s: dict) -> None:
-        rows.append(f"{name:<34} {s['wall_s']:>8.1f} {s['peak_gib']:>9.2f}")
+        load = f"{s['load']:>5.1f}" if "load" in s else ""
+        rows.append(f"{name:<34} {s['wall_s']:>8.1f} {s['peak_gib']:>9.2f} {load}".rstrip())
 
     if "generate" in out:
         line("generate (not in the chain)", out["generate"])
@@ -135,9 +136,10 @@ def report(out: dict) -> str:
     return "\n".join(rows)
 
 
-def fig(wall: float, peak: float) -> dict:
-    """One stage's figures: wall seconds and peak RSS (GiB) of its process tree."""
-    return {"wall_s": round(wall, 1), "peak_gib": round(peak, 2)}
+def fig(wall: float, peak: float, load: bool = True) -> dict:
+    """One stage's figures: wall seconds, peak RSS (GiB) of its process tree and, with ``load``,
+    the 1-minute load average as it ended (the machine is shared: read the times with it)."""
+    return {"wall_s": round(wall, 1), "peak_gib": round(peak, 2)} | ({"load": round(os.getloadavg()[0], 2)} if load else {})  # fmt: skip
 
 
 def main() -> None:
@@ -168,7 +170,7 @@ def main() -> None:
     for name, cmd in chain(raw, wh, args.ds):
         out["stages"][name] = fig(*measure(name, cmd, env))
     stages = out["stages"].values()
-    out["chain"] = fig(sum(s["wall_s"] for s in stages), max(s["peak_gib"] for s in stages))
+    out["chain"] = fig(sum(s["wall_s"] for s in stages), max(s["peak_gib"] for s in stages), load=False)  # fmt: skip
     if args.postgres:
         with postgres_database() as url:
             cmd = chain(raw, wh, args.ds)[-1][1]  # the same publish; the URL via env, never echoed
@@ -176,7 +178,8 @@ def main() -> None:
         out["publish parquet+postgres"] = pg
         sqlite = out["stages"]["publish parquet+sqlite"]
         out["chain_postgres"] = fig(out["chain"]["wall_s"] - sqlite["wall_s"] + pg["wall_s"],
-                                    max([s["peak_gib"] for s in stages if s is not sqlite] + [pg["peak_gib"]]))  # fmt: skip
+                                    max([s["peak_gib"] for s in stages if s is not sqlite] + [pg["peak_gib"]]),
+                                    load=False)  # fmt: skip
     if args.with_als:
         cmd = [*spark_submit(args.als_driver_memory), "bench/als.py", "--raw", str(raw), "--ds", args.ds,
                "--out", str(args.dir / f"als-{tag}"), "--top-n", param("top_n")]  # fmt: skip
