@@ -64,11 +64,14 @@ def _refuse(file: str, mask: np.ndarray, reason: str) -> None:
                          f"{bad[0] + 1:,}); this builder handles clean drops only: {SPARK_INSTEAD}")  # fmt: skip
 
 
-def read_csv(raw: Path, name: str, types: dict[str, pa.DataType]) -> pa.Table:
+def read_csv(
+    raw: Path, name: str, types: dict[str, pa.DataType], required: bool = False
+) -> pa.Table:
     """The ``types`` columns of ``raw/name`` (header row, UTF-8); text trimmed of spaces as ingest does.
 
     Raises InputError for a malformed line, an unparsable or missing value, text ingest
-    rejects, or a file without data rows (pyarrow's own error is kept in the message).
+    rejects, or a ``required`` file without data rows (pyarrow's own error is kept in the
+    message). An optional file may have a header alone, as in ingest.
     """
     path = raw / name
     try:
@@ -84,7 +87,7 @@ def read_csv(raw: Path, name: str, types: dict[str, pa.DataType]) -> pa.Table:
         )
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"{name}: cannot be read as a clean CSV ({exc}); {SPARK_INSTEAD}") from exc
-    if table.num_rows == 0:
+    if required and table.num_rows == 0:
         raise InputError(f"{name} has a header but no data rows: {path}")
     columns = {}
     for column, kind in types.items():
@@ -138,7 +141,7 @@ def read_ratings(raw: Path, movie_ids: np.ndarray, cutoff: int) -> dict[str, np.
     """The snapshot's ratings: valid, before ``cutoff``, the latest per (user, film), sorted by (user, film)."""
     name = "ratings.csv"
     t = read_csv(raw, name, {"userId": pa.int32(), "movieId": pa.int32(), "rating": pa.float64(),
-                             "timestamp": pa.int64()})  # fmt: skip
+                             "timestamp": pa.int64()}, required=True)  # fmt: skip
     user, movie = _ids(t, "userId", name), _ids(t, "movieId", name)
     rating, ts = t.column("rating").to_numpy(), t.column("timestamp").to_numpy()
     _refuse(name, np.isnan(rating), "rating_nan")
@@ -299,7 +302,10 @@ def build_features(
                 f"required file {required} is missing from the drop ({raw / required})"
             )
     movies = read_csv(
-        raw, "movies.csv", {"movieId": pa.int32(), "title": pa.string(), "genres": pa.string()}
+        raw,
+        "movies.csv",
+        {"movieId": pa.int32(), "title": pa.string(), "genres": pa.string()},
+        required=True,
     )
     movies = movies.take(pa.array(_unique_ids(movies, "movieId", "movies.csv")))
     movie_ids = movies.column("movieId").to_numpy()

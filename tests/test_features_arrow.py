@@ -117,18 +117,18 @@ def test_generated_drop_gives_the_features_of_the_spark_jobs(spark, tmp_path):
     assert manifest["counts"]["films_with_genome"] > 0 and manifest["counts"]["ratings"] > 10_000
 
 
+# the genome of test_features (one complete film, one incomplete); a header alone (no genome)
+HEADER_ONLY = "movieId,tagId,relevance\n"
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("min_film_ratings", [1, 2])
+@pytest.mark.parametrize(
+    ("min_film_ratings", "genome"), [(1, GENOME), (2, GENOME), (1, HEADER_ONLY)]
+)
 def test_hand_written_edge_cases_give_the_features_of_the_spark_jobs(spark, drop_factory, tmp_path,
-                                                                     min_film_ratings):  # fmt: skip
-    raw = drop_factory(
-        {
-            "movies.csv": MOVIES,
-            "ratings.csv": RATINGS,
-            "genome-tags.csv": GENOME_TAGS,
-            "genome-scores.csv": GENOME,
-        }
-    )
+                                                                     min_film_ratings, genome):  # fmt: skip
+    files = {"movies.csv": MOVIES, "ratings.csv": RATINGS, "genome-tags.csv": GENOME_TAGS}
+    raw = drop_factory({**files, "genome-scores.csv": genome})
     spark_dir = spark_features(spark, raw, tmp_path / "spark", min_film_ratings)
     arrow_dir = arrow_features(raw, tmp_path / "arrow", min_film_ratings)
     assert_same_features(spark_dir, arrow_dir)
