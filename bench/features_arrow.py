@@ -95,9 +95,9 @@ def read_csv(
         if pa.types.is_string(kind):
             values = pc.utf8_trim(values, characters=" ")
             values = pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values)
-            _refuse(name, pc.fill_null(pc.match_substring_regex(values, BAD_TEXT), False).to_numpy(False),
+            _refuse(name, pc.fill_null(pc.match_substring_regex(values, BAD_TEXT), False).to_numpy(),
                     f"a control character, U+FFFD or a stray BOM in {column}")  # fmt: skip
-        _refuse(name, values.is_null().to_numpy(False), f"missing:{column}")
+        _refuse(name, values.is_null().to_numpy(), f"missing:{column}")
         columns[column] = values
     if any(pa.types.is_string(kind) for kind in types.values()):
         _check_quotes(path, name)
