@@ -8,6 +8,7 @@ skipped when its binaries are missing, a failure under CI. Faults are injected t
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ from recsys_core.paths import Warehouse
 from recsys_core.publish import sink as sink_module
 from recsys_core.publish import sqlite_sink
 from recsys_core.publish.contract import CHECK_FILE
+from recsys_core.publish.prefetch import prefetched
 from recsys_core.publish.publish import run_publish
 from recsys_core.publish.sql import open_sink, redact_url
 
@@ -191,6 +193,24 @@ def test_publish_gives_exactly_the_staged_rows(wh, backend):
     json.dumps(summary)
 
 
+def test_one_staged_file_in_the_contract_is_published_as_is_others_are_rewritten(wh, tmp_path):
+    """The local scorer's one zstd file in the contract's schema becomes the partition's file
+    byte for byte (checked, not re-encoded); other types are conformed and rewritten."""
+    url = f"sqlite:///{tmp_path}/recs.db"
+    recs = make_recs(n_users=30)
+    staged = stage(wh, DS1, recs, files=1)
+    run_publish(wh, DS1, sql_url=url)
+    published = wh / "recommendations" / f"ds={DS1}" / "part-00000.parquet"
+    assert published.read_bytes() == (staged / "part-00000.parquet").read_bytes()
+    assert parquet_rows(wh) == expected(DS1, recs) == Backend("sqlite", url).rows()
+    wide = recs.set_column(0, "user_id", recs.column("user_id").cast(pa.int64()))
+    staged = stage(wh, DS1, wide, files=1)
+    run_publish(wh, DS1, sql_url=url)
+    assert published.read_bytes() != (staged / "part-00000.parquet").read_bytes()
+    assert pq.read_schema(published).field("user_id").type == pa.int32()
+    assert parquet_rows(wh) == expected(DS1, recs) == Backend("sqlite", url).rows()
+
+
 def test_republish_replaces_the_ds_and_latest_shows_the_newest(wh, backend):
     first, second = make_recs(version="v1", seed=1), make_recs(n_users=30, version="v2", seed=2)
     stage(wh, DS1, first)
@@ -237,8 +257,9 @@ def test_retention_keeps_the_newest_k(wh, backend):
 # ---------------------------------------------------------------- failures
 
 
+@pytest.mark.parametrize("files", [1, 3])  # the staged file copied, or the rows rewritten
 @pytest.mark.parametrize("point", ["after_staging", "before_swap", "during_sql_load", "before_sql_commit"])
-def test_a_failure_leaves_the_published_state_and_a_rerun_completes(wh, backend, point):
+def test_a_failure_leaves_the_published_state_and_a_rerun_completes(wh, backend, point, files):
     old, new = make_recs(version="v1", seed=1), make_recs(n_users=35, version="v2", seed=2)
     stage(wh, DS1, old)
     run_publish(wh, DS1, sql_url=backend.url)
@@ -252,7 +273,7 @@ def test_a_failure_leaves_the_published_state_and_a_rerun_completes(wh, backend,
         if at == point and (at != "during_sql_load" or info["batches"] == 2):
             raise Boom(at)
 
-    stage(wh, DS1, new)
+    stage(wh, DS1, new, files=files)
     with pytest.raises(Boom):
         run_publish(wh, DS1, sql_url=backend.url, hook=hook, batch_rows=50)
     assert seen[-1] == point
@@ -694,6 +715,24 @@ def test_sqlite_full_disk_leaves_the_published_rows(wh, tmp_path):
     assert Backend("sqlite", url).rows() == before
     catalog, tables = sqlite_catalog(tmp_path / "recs.db")
     assert tables == sorted(["recommendations_partitions", catalog[0][1]])
+
+
+def test_prefetched_keeps_order_raises_at_the_item_and_stops_its_thread():
+    assert list(prefetched(iter(range(50)), depth=2)) == list(range(50))
+
+    def failing():
+        yield from range(3)
+        raise Boom("the third batch is damaged")
+
+    stream = prefetched(failing())
+    assert [next(stream) for _ in range(3)] == [0, 1, 2]
+    with pytest.raises(Boom, match="damaged"):
+        next(stream)
+
+    endless = prefetched(itertools.count())
+    assert [next(endless) for _ in range(5)] == [0, 1, 2, 3, 4]
+    endless.close()  # the consumer stops early (as when an INSERT fails): the helper thread ends
+    assert not [t for t in threading.enumerate() if t.name == "prefetch"]
 
 
 KILLED_PUBLISH = """
