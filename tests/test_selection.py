@@ -1,4 +1,5 @@
-"""The margin rule of the training run's searches (recsys_core.training.selection)."""
+"""How the training run chooses: the margin rule of its searches (recsys_core.training.selection)
+and its early-stopping patience."""
 
 from __future__ import annotations
 
@@ -29,3 +30,11 @@ def test_selection_keeps_the_first_setting_unless_clearly_beaten():
     tie -= (tie - base).mean()  # equal mean
     assert not pick.offer("noise", {"ndcg@10": tie.mean()}, tie) and pick.best == "default"
     assert pick.offer("better", {"ndcg@10": base.mean() + 0.05}, base + 0.05) and pick.best == "better"
+
+
+def test_patience_is_a_number_of_steps_counted_in_whole_epochs():
+    from recsys_core.training.config import patience_epochs
+
+    assert patience_epochs(100, 5, 3) == 20  # small data: the patience tuned there
+    assert patience_epochs(100, 277, 3) == 3  # the full release: a few epochs, not 20
+    assert patience_epochs(100, 30, 3) == 4

@@ -90,7 +90,7 @@ def timing_table(results: dict) -> tuple[list[str], list[list[tuple[str, bool]]]
         if name == "model":
             cfg = params.get("train_config", {})
             user = cfg.get("user", {})
-            shown = (f"lr {cfg.get('lr')}, epochs ≤{cfg.get('max_epochs')}, patience {cfg.get('patience')}, "
+            shown = (f"lr {cfg.get('lr')}, epochs ≤{cfg.get('max_epochs')}, patience {cfg.get('patience_steps')} steps, "
                      f"dropout {user.get('input_dropout')}, dims {user.get('hidden_dim')}/{user.get('embedding_dim')}, "
                      f"item-item λ {cfg.get('item', {}).get('l2')} k {user.get('item_neighbours')}; "
                      f"prep (Spark ingest + features) {_fmt(s.get('prep'), 1)} s")  # fmt: skip

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from recsys_core import defaults
@@ -24,7 +25,10 @@ class TrainConfig:
     device: str = defaults.DEVICE  # one of recsys_core.device.DEVICES
     max_epochs: int = defaults.MAX_EPOCHS
     max_minutes: float = defaults.MAX_MINUTES  # wall-time cap of the item-item fit + user-AE loop (checked before every batch)
-    patience: int = 20  # epochs without a better validation NDCG@10 before stopping
+    # Early stopping: stop after this many optimizer steps without a better validation
+    # NDCG@10, counted in whole epochs and at least min_patience_epochs (patience_epochs).
+    patience_steps: int = 100
+    min_patience_epochs: int = 3
     batch_size: int | None = None  # None: auto_batch_size(number of training users)
     lr: float = 3e-3
     weight_decay: float = 0.0
@@ -65,7 +69,8 @@ class TrainConfig:
             raise ConfigError(f"sampled_softmax must be auto, on or off, got {self.sampled_softmax!r}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        for name in ("max_epochs", "val_users", "eval_batch_size", "top_n", "negatives"):
+        for name in ("max_epochs", "val_users", "eval_batch_size", "top_n", "negatives", "patience_steps",
+                     "min_patience_epochs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_minutes <= 0:
@@ -83,6 +88,18 @@ class TrainConfig:
             raise ConfigError(str(exc)) from exc
         if not 0.0 <= self.user.input_dropout < 1.0:
             raise ConfigError(f"user.input_dropout must be in [0, 1), got {self.user.input_dropout}")
+
+
+def patience_epochs(patience_steps: int, steps_per_epoch: int, min_epochs: int) -> int:
+    """Epochs without a better validation NDCG@10 before the user AE stops: the patience is a
+    number of optimizer steps, not epochs, so that it means the same learning at every size.
+
+    Small data has ~5 steps per epoch (``auto_batch_size``): 100 steps are 20 epochs, the
+    patience tuned there. The full release has ~277 steps per epoch: 20 epochs would be 5,540
+    steps, and there the AE peaked at epoch 5 of 19 and wandered until the time cap; 100 steps
+    round up to one epoch, and ``min_epochs`` (3) keeps a margin for an epoch's noise.
+    """
+    return max(min_epochs, math.ceil(patience_steps / max(steps_per_epoch, 1)))
 
 
 def auto_batch_size(n_users: int) -> int:

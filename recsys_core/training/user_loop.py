@@ -23,7 +23,7 @@ from recsys_core.device import autocast
 from recsys_core.models.user_ae import UserAE, user_batch
 from recsys_core.progress import Progress
 from recsys_core.reproducible import warm_up_cpu_math
-from recsys_core.training.config import TrainConfig, auto_batch_size
+from recsys_core.training.config import TrainConfig, auto_batch_size, patience_epochs
 from recsys_core.training.optim import adamw
 from recsys_core.training.validation import Validation, model_metrics
 
@@ -136,7 +136,8 @@ def train_user_ae(train: RatingsCSR, validation: Validation, film_content: torch
                   deadline: float | None = None) -> UserTraining:  # fmt: skip
     """Mult-DAE training with early stopping on the validation users' NDCG@10.
 
-    Stops after ``config.patience`` epochs without a better NDCG@10, after
+    Stops after ``patience_epochs`` (of ``config.patience_steps`` optimizer steps) without a
+    better NDCG@10, after
     ``config.max_epochs``, or at ``deadline`` (a ``time.monotonic()`` reading; default
     ``config.max_minutes`` from now). Validation scores the AE's own logits (the item-item
     term is still off).
@@ -150,6 +151,9 @@ def train_user_ae(train: RatingsCSR, validation: Validation, film_content: torch
     history: list[dict] = []
     best: BestEpoch | None = None
     stale = 0
+    steps_per_epoch = math.ceil(len(loop.rows) / loop.batch_size)
+    patience = patience_epochs(config.patience_steps, steps_per_epoch, config.min_patience_epochs)
+    log.info("early stopping after %d epochs without a better ndcg@10 (%d steps per epoch)", patience, steps_per_epoch)
     for epoch in range(1, config.max_epochs + 1):
         t0 = time.monotonic()
         loss, seen = train_epoch(model, loop, epoch)
@@ -171,7 +175,7 @@ def train_user_ae(train: RatingsCSR, validation: Validation, film_content: torch
             stale = 0
         else:
             stale += 1
-        if stale >= config.patience and epoch < config.max_epochs:
+        if stale >= patience and epoch < config.max_epochs:
             log.info("early stop: no better ndcg@10 for %d epochs (best %.4f at epoch %d)", stale, best.ndcg,
                      best.epoch)  # fmt: skip
             break
