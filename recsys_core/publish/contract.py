@@ -158,7 +158,8 @@ def check_ranks(keys: np.ndarray, where: str) -> None:
     bad_users: list[np.ndarray] = []
     for lo in range(0, len(keys), RANK_CHUNK):
         chunk = keys[max(lo - 1, 0) : lo + RANK_CHUNK]  # with the key before it
-        ok = np.where(chunk[1:] >> 16 != chunk[:-1] >> 16, chunk[1:] & 0xFFFF == 1, chunk[1:] == chunk[:-1] + 1)
+        before, key = chunk[:-1], chunk[1:]
+        ok = np.where(key >> 16 != before >> 16, key & 0xFFFF == 1, key == before + 1)
         bad = chunk[1:][~ok]
         if lo == 0 and len(chunk) and chunk[0] & 0xFFFF != 1:
             bad = np.r_[chunk[:1], bad]
@@ -166,7 +167,8 @@ def check_ranks(keys: np.ndarray, where: str) -> None:
     offenders = np.unique(np.concatenate(bad_users)) if bad_users else np.zeros(0, np.int64)
     if len(offenders):
         user = int(offenders[0])
-        mine = keys[np.searchsorted(keys, user << 16) : np.searchsorted(keys, (user + 1) << 16)] & 0xFFFF
+        lo, hi = np.searchsorted(keys, [user << 16, (user + 1) << 16])
+        mine = keys[lo:hi] & 0xFFFF
         raise InputError(
             f"{where}: ranks are not 1..n for {len(offenders)} user(s), e.g. user_id {user}: {len(mine)} "
             f"rows, {len(np.unique(mine))} distinct ranks, max rank {int(mine.max())}"

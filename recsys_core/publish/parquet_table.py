@@ -59,10 +59,13 @@ def publish_partition(source: str, final: str, ds: str, hook: Hook | None = None
     if not is_dir(source):
         raise InputError(f"no staging partition at {source}: run the score job for ds={ds} first")
     where = f"staging partition {source}"
-    damaged = ("staged recommendations (a parquet file is damaged)", f"re-run score, then check, for ds={ds}")
+    fix = f"re-run score, then check, for ds={ds}"
+    damaged = ("staged recommendations (a parquet file is damaged)", fix)
     with reading(source, *damaged):
         schemas = file_schemas(source)
-    copy = next(iter(schemas)) if len(schemas) == 1 and next(iter(schemas.values())).equals(SCHEMA) else None
+    # one file in the contract's schema (the local scorer's): published as it is
+    [(only, schema)] = schemas.items() if len(schemas) == 1 else [(None, None)]
+    copy = only if schema is not None and schema.equals(SCHEMA) else None
     recover(final)  # what an interrupted publish of this partition left
     fs, final_inner = filesystem(final)
     staging = staging_path(final)
@@ -92,7 +95,8 @@ def publish_partition(source: str, final: str, ds: str, hook: Hook | None = None
         if rows == 0:
             raise InputError(f"{where} has no rows (no parquet files, or empty ones)")
         if model_version is not None and versions != {model_version}:
-            raise InputError(mismatch(ds, ", ".join(sorted(map(str, versions))), model_version, "the staged rows"))
+            staged = ", ".join(sorted(map(str, versions)))
+            raise InputError(mismatch(ds, staged, model_version, "the staged rows"))
         all_keys = np.concatenate(keys)
         del keys
         check_ranks(all_keys, where)
@@ -101,7 +105,8 @@ def publish_partition(source: str, final: str, ds: str, hook: Hook | None = None
     finally:
         if fs.get_file_info(staging_inner).type != pafs.FileType.NotFound:
             fs.delete_dir(staging_inner)
-    log.info("published %s rows to %s (%s)", f"{rows:,}", final, "the staged file" if copy else "rewritten")
+    how = "the staged file" if copy else "rewritten"
+    log.info("published %s rows to %s (%s)", f"{rows:,}", final, how)
     return rows
 
 

@@ -196,7 +196,8 @@ class PostgresSink(RecommendationSink):
             copy_s = progress.done()
             copied = time.monotonic()
             for column in ("ds", "model_version"):
-                cur.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN {} DROP DEFAULT").format(new, sql.Identifier(column)))
+                drop = sql.SQL("ALTER TABLE {} ALTER COLUMN {} DROP DEFAULT")
+                cur.execute(drop.format(new, sql.Identifier(column)))
             cur.execute(sql.SQL("SET LOCAL maintenance_work_mem = {}").format(sql.Literal(INDEX_BUILD_MEMORY)))
             # the same keys as the parent's, so that ATTACH adopts them instead of building its own
             cur.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(new, _identifiers(PRIMARY_KEY)))
@@ -232,16 +233,18 @@ class PostgresSink(RecommendationSink):
         """
         stream = iter(batches)
         batch, number, copied = next(stream, None), 0, []
-        shared = batch.column("model_version")[0].as_py() if batch is not None and batch.num_rows else None
+        shared = None
+        if batch is not None and batch.num_rows:
+            shared = batch.column("model_version")[0].as_py()
         if shared is not None:
             cur.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN model_version SET DEFAULT {}").format(
                 new, sql.Literal(shared)))  # fmt: skip
         while batch is not None:
-            narrow = shared is not None and _all_equal(batch.column("model_version"), shared)
+            narrow = shared is not None and _all_equal(batch, shared)
             columns = [c for c in COLUMNS if not (narrow and c == "model_version")]
-            statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, FREEZE)").format(new, _identifiers(columns))
-            with cur.copy(statement) as copy:
-                while batch is not None and (not narrow or _all_equal(batch.column("model_version"), shared)):
+            statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, FREEZE)")
+            with cur.copy(statement.format(new, _identifiers(columns))) as copy:
+                while batch is not None and (not narrow or _all_equal(batch, shared)):
                     copy.write(_csv(batch, columns))
                     number += 1
                     progress.add(batch.num_rows)
@@ -326,6 +329,7 @@ def _csv(batch: pa.RecordBatch, columns: list[str]) -> bytes:
     return buffer.getvalue()
 
 
-def _all_equal(column: pa.Array, value: str) -> bool:
-    """Whether every value of ``column`` is ``value`` (no null)."""
-    return column.null_count == 0 and pc.all(pc.equal(column, value)).as_py() is not False
+def _all_equal(batch: pa.RecordBatch, version: str) -> bool:
+    """Whether every row of ``batch`` has ``model_version`` ``version`` (no null)."""
+    column = batch.column("model_version")
+    return column.null_count == 0 and pc.all(pc.equal(column, version)).as_py() is not False

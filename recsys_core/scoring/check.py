@@ -39,9 +39,8 @@ from recsys_core.scoring.score import SCORING_META
 from recsys_core.training import artifacts
 
 log = logging.getLogger(__name__)
-BATCH_ROWS = (
-    1 << 20
-)  # at most this many rows a batch; a batch never spans row groups, so usually one group
+# at most this many rows a batch; a batch never spans row groups, so usually one group
+BATCH_ROWS = 1 << 20
 # source and model_version read as dictionaries: a handful of values, never a string per row
 DICTIONARY_COLUMNS = ("source", "model_version")
 

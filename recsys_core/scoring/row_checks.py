@@ -34,10 +34,8 @@ from recsys_core.data.csr import gather_entries
 from recsys_core.errors import InputError
 
 EXAMPLES = 5
-DENSE_IDS_PER_ID, DENSE_IDS_EXTRA = (
-    16,
-    1 << 20,
-)  # IdIndex's lookup table: at most 8 bytes x this per id
+# IdIndex's lookup table when the ids' range is at most this many slots a id, plus this many
+DENSE_IDS_PER_ID, DENSE_IDS_EXTRA = 16, 1 << 20
 # One failure: (count, what, examples); ``Report.fail`` turns it into a line of the report.
 Failure = tuple[int, str, list]
 
@@ -58,9 +56,8 @@ class IdIndex:
         self.table: np.ndarray | None = None
         if span <= DENSE_IDS_PER_ID * self.n + DENSE_IDS_EXTRA:
             self.table = np.full(span, -1, dtype=np.int64)
-            self.table[ids[::-1] - self.lo] = np.arange(self.n)[
-                ::-1
-            ]  # a repeated id: its first row
+            # written last to first: a repeated id keeps its first row
+            self.table[ids[::-1] - self.lo] = np.arange(self.n)[::-1]
         else:
             self.order = np.argsort(ids, kind="stable")
             self.sorted = ids[self.order]
@@ -85,9 +82,8 @@ class SmallestValues:
 
     def offer(self, values: np.ndarray) -> None:
         if len(values):
-            self.values = np.unique(np.concatenate([self.values, np.unique(values)[:EXAMPLES]]))[
-                :EXAMPLES
-            ]
+            smallest = np.unique(values)[:EXAMPLES]
+            self.values = np.unique(np.concatenate([self.values, smallest]))[:EXAMPLES]
 
     def list(self) -> list:
         return self.values.tolist()
@@ -131,9 +127,8 @@ class Chunk:
 
     @classmethod
     def empty(cls) -> Chunk:
-        return cls(
-            *(np.zeros(0, dtype) for dtype in (np.int64, np.int64, np.int64, np.int64, np.float32))
-        )
+        ints = (np.zeros(0, np.int64) for _ in range(4))
+        return cls(*ints, np.zeros(0, np.float32))
 
     def __len__(self) -> int:
         return len(self.user)
@@ -142,13 +137,8 @@ class Chunk:
         return self.take(slice(start, stop))
 
     def take(self, which: np.ndarray | slice) -> Chunk:
-        return Chunk(
-            self.user[which],
-            self.row[which],
-            self.rank[which],
-            self.movie[which],
-            self.score[which],
-        )
+        return Chunk(self.user[which], self.row[which], self.rank[which], self.movie[which],
+                     self.score[which])  # fmt: skip
 
     @staticmethod
     def concat(chunks: list[Chunk]) -> Chunk:
@@ -167,27 +157,22 @@ class RowChecks:
 
     def __init__(self, user_ids: np.ndarray, indptr: np.ndarray, indices: np.ndarray, movie_ids: np.ndarray,
                  top_n: int) -> None:  # fmt: skip
-        self.user_ids, self.movie_ids = (
-            np.asarray(user_ids, np.int64),
-            np.asarray(movie_ids, np.int64),
-        )
+        self.user_ids = np.asarray(user_ids, np.int64)
+        self.movie_ids = np.asarray(movie_ids, np.int64)
         self.indptr, self.indices, self.top_n = indptr, indices, top_n
         self.users, self.films = IdIndex(self.user_ids), IdIndex(self.movie_ids)
         self.n_users, self.n_films = len(self.user_ids), len(self.movie_ids)
         self.got = np.zeros(self.n_users, dtype=np.int64)  # rows per snapshot user (pass 1)
         self.arrived = np.zeros(self.n_users, dtype=np.int64)  # rows seen so far in pass 2
         self.rows = self.checked_rows = 0
-        self.pending, self.strangers = (
-            Chunk.empty(),
-            [Chunk.empty()],
-        )  # strangers: rows of unknown users
+        self.pending = Chunk.empty()  # rows of users some of whose rows are still to come
+        self.strangers = [Chunk.empty()]  # rows of users outside the snapshot (checked last)
         self.counts = dict.fromkeys(("unknown_user", "unknown_movie", "rank", "seen_film", "duplicate",
                                      "non_finite_score", "score_order"), 0)  # fmt: skip
         self.unknown_users, self.unknown_movies = SmallestValues(), SmallestValues()
         self.non_finite_users, self.rising_users = SmallestValues(), SmallestValues()
-        self.bad_ranks = SmallestRows(
-            lambda u, r, _: f"user {u} rank {r}"
-        )  # (user, rank, position)
+        # examples keyed (user, rank, position in the sorted chunk[, movie])
+        self.bad_ranks = SmallestRows(lambda u, r, _: f"user {u} rank {r}")
         self.seen = SmallestRows(lambda u, r, _, m: f"user {u} movie {m}")
         self.duplicates = SmallestRows(lambda k: f"user {self.user_ids[k // self.n_films]} "
                                                  f"movie {self.movie_ids[k % self.n_films]}")  # fmt: skip
@@ -296,11 +281,8 @@ class RowChecks:
         out: dict[str, Failure] = {}
         c = self.counts
         if c["unknown_user"]:
-            out["unknown_user"] = (
-                c["unknown_user"],
-                "rows for users not in the snapshot",
-                self.unknown_users.list(),
-            )
+            out["unknown_user"] = (c["unknown_user"], "rows for users not in the snapshot",
+                                   self.unknown_users.list())  # fmt: skip
         if c["unknown_movie"]:
             out["unknown_movie"] = (c["unknown_movie"], "rows with a movie_id outside the vocabulary",
                                     self.unknown_movies.list())  # fmt: skip
@@ -319,12 +301,8 @@ class RowChecks:
             ("seen_film", "rows recommend a film the user rated", self.seen.list()),
             ("duplicate", "duplicate (user, film) rows", self.duplicates.list()),
             ("non_finite_score", "rows with a NaN or infinite score", self.non_finite_users.list()),
-            (
-                "score_order",
-                "rows score higher than the rank before them",
-                self.rising_users.list(),
-            ),
-        )
+            ("score_order", "rows score higher than the rank before them", self.rising_users.list()),
+        )  # fmt: skip
         out.update({name: (c[name], what, examples) for name, what, examples in named if c[name]})
         return out
 
