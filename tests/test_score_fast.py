@@ -24,7 +24,7 @@ from recsys_core.scoring.candidates import (
     distinct_seen,
 )
 from recsys_core.scoring.reference import exact_top_n, pairwise_dot
-from recsys_core.scoring.score import CPU_CHUNK_USERS, BatchScorer
+from recsys_core.scoring.score import CPU_CHUNK_USERS, BatchScorer, torch_threads
 
 torch.set_num_threads(1)
 CPU = torch.device("cpu")
@@ -121,8 +121,10 @@ def test_fast_rows_equal_exact_rows_with_ties_and_seen_films():
     csr = random_csr(rng, 3 * CPU_CHUNK_USERS + 5, n_films, most=40)
     movie_ids, user_ids = np.arange(n_films) * 3 + 1, np.arange(csr.n_users) + 7
     rows = np.flatnonzero(csr.counts > 0)
-    fast = BatchScorer(model, movie_ids, csr.film_counts(), "v", n, CPU)
+    with torch_threads(2):  # two threads given: the next chunk's inputs are built on a second one
+        fast = BatchScorer(model, movie_ids, csr.film_counts(), "v", n, CPU)
     exact = BatchScorer(model, movie_ids, csr.film_counts(), "v", n, CPU, exact=True)
+    assert fast._ahead is not None and exact._ahead is None
     got, want = fast.model_rows(csr, rows, user_ids), exact.model_rows(csr, rows, user_ids)
     assert got.equals(want)  # same users, ranks, films and score bits
     lists = want.to_pandas().groupby("user_id").score
@@ -137,6 +139,18 @@ def test_fast_rows_equal_exact_rows_with_ties_and_seen_films():
     one = fast.model_rows(crowded, np.array([0]), np.array([1]))
     assert one.equals(exact.model_rows(crowded, np.array([0]), np.array([1])))
     assert sorted(one.column("movie_id").to_pylist()) == sorted(movie_ids[~heavy].tolist())
+
+
+def test_an_error_on_the_helper_thread_reaches_the_caller():
+    rng = np.random.default_rng(9)
+    model = tied_model(rng, 100, group=10, distinct=10)
+    csr = random_csr(rng, 2 * CPU_CHUNK_USERS + 3, 100, most=10)
+    csr.indices[-1] = 100  # a film outside the model's vocabulary, in the last chunk
+    with torch_threads(2):
+        scorer = BatchScorer(model, np.arange(100), csr.film_counts(), "v", 5, CPU)
+    with pytest.raises(RuntimeError, match="valid range"):
+        scorer.model_rows(csr, np.arange(csr.n_users), np.arange(csr.n_users))
+    assert torch.get_num_threads() == 1  # the caller's thread count is back
 
 
 def cancelling_case(rng: np.random.Generator, n_users: int, n_films: int):

@@ -176,7 +176,7 @@ def candidate_top_n(films: FilmTables, user: torch.Tensor, term: torch.Tensor, a
 
     ``approx`` (B, n_padded) the approximate scores with the seen films at ``-inf``;
     ``seen_count`` (B,) the distinct seen films per row; ``term`` (B, n_films) the
-    item-item term; ``user`` (B, D) float32. A row is certified when it holds no NaN, no sum
+    model's terms; ``user`` (B, D) float32. A row is certified when it holds no NaN, no sum
     of either computation can overflow (``a + max|b| < FLT_MAX / 2``), and either
     ``tau + eps < r_n`` (with ``|tau| < FLT_MAX / 2``: an unseen film whose approximate score
     overflowed to ``-inf`` then has a reference score near ``-FLT_MAX``, far below ``r_n``) or
@@ -223,7 +223,7 @@ def certified_top_n(films: FilmTables, user: torch.Tensor, term: torch.Tensor, s
     """The reference ranking's top n unseen films: (films (B, k), scores (B, k), count (B,),
     users ranked by the exact path), as ``exact_top_n`` returns them for every user.
 
-    ``user`` (B, D) float32 embeddings; ``term`` (B, n_films) the model's item-item term
+    ``user`` (B, D) float32 embeddings; ``term`` (B, n_films) the model's terms
     alone; ``seen_rows`` / ``seen_films`` (nnz,) the seen entries; ``approx`` an optional
     (B, n_padded) float32 buffer for the approximate scores (overwritten).
     """

@@ -12,10 +12,11 @@ shape computes the same bits:
     score = (dot + bias_f) + term_uf
 
 ``e`` the user embedding (``model.encode``, as float32), ``v`` / ``bias_f`` the film's
-output vector and bias (``model.film_vectors()``, ``model.film_bias``), ``term_uf`` the
-item-item term of the pair computed alone by the model's own ``add_item_scores`` on a
-zero matrix (it is sparse and added once here, where ``UserAE.forward`` adds its entries
-one by one onto the logits: the same value up to the last bits). Seen films score ``-inf``.
+output vector and bias (``model.film_vectors()``, ``model.film_bias``), ``term_uf`` what
+the model adds to its logits (``add_item_scores``: the item-item term and any other term it
+holds) computed alone, by that method on a zero matrix, and added once here, where
+``UserAE.forward`` adds it entry by entry onto the logits (the same value up to the last
+bits). Seen films score ``-inf``.
 Pairwise summation (Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed., §4.2)
 takes log2(W) elementwise tensor operations instead of D.
 
