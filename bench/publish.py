@@ -9,8 +9,9 @@ and publish read: ``features/ds=…`` (each user's rated films, MovieLens-shaped
 activity, mean ~98 films a user, popularity-skewed films; no genome), ``models/ds=…``
 (weights are random bytes: only their sha256 is read; a manifest with validation metrics),
 and the staged partition ``_staging/recommendations/ds=…`` of ``--top-n`` unseen films per
-user, written by the local scorer's own writer (``score.write_in_batches``: one zstd file,
-one row group per 2,048 users) or, with ``--files N``, split into N files by user range.
+user, written by the local scorer's own writer (``score.rows_writer``, ``write_in_batches``:
+one zstd file, one row group per 2,048 users) or, with ``--files N``, split into N files by
+user range.
 
 Then runs ``jobs/check.py``, ``jobs/publish.py`` into a fresh SQLite file, the same publish
 again (it replaces the ds), and with ``--postgres`` ``jobs/publish.py`` into a throwaway
@@ -40,8 +41,7 @@ from recsys_core import fs_swap
 from recsys_core.data.vocab import ids_hash, names_hash
 from recsys_core.model_version import version_string
 from recsys_core.paths import Warehouse
-from recsys_core.publish.contract import SCHEMA
-from recsys_core.scoring.score import SCORING_META, rows_table, write_in_batches
+from recsys_core.scoring.score import SCORING_META, rows_table, rows_writer, write_in_batches
 
 GENRES = ["Action", "Comedy", "Drama", "Horror", "Romance"]
 SCORE_BATCH = (
@@ -174,9 +174,7 @@ def build(
         written = 0
         for i in range(files):
             rows = np.arange(bounds[i], bounds[i + 1])
-            with pq.ParquetWriter(
-                f"{staging}/part-{i:05d}.parquet", SCHEMA, compression="zstd"
-            ) as writer:
+            with rows_writer(f"{staging}/part-{i:05d}.parquet") as writer:
                 written += write_in_batches(writer, rows, SCORE_BATCH, rows_of)
         fs_swap.write_json(f"{staging}/{SCORING_META}", {
             "ds": ds, "top_n": top_n, "model_version": version, "engine": "bench", "users": n_users,
