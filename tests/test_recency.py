@@ -150,7 +150,7 @@ def test_the_blend_search_weights_the_input_toward_the_latest_ratings_when_that_
     model = UserAE(48, None, config.user)
     fit = fit_item_item(train, 47, config.item, 4.0, CPU, ItemItemPoint("liked", 20.0, 0.0))
     ae = model_metrics(model, train, validation, config.top_n, 256, CPU, False)
-    summary, metrics = choose_blend(model, fit, ae, train, validation, config, CPU, False)
+    summary, metrics, _ = choose_blend(model, [fit], ae, train, validation, config, CPU, False)
     no_decay = max(row["ndcg@10"] for row in summary["grid"] if row["half_life"] == "none")
     assert summary["half_life"] == 1.0 and model.config.item_half_life == 1.0
     assert metrics["ndcg@10"] > no_decay + 0.05
@@ -249,7 +249,7 @@ def test_the_blend_search_turns_recent_popularity_on_when_the_users_time_predict
     model = UserAE(120, None, config.user)
     fit = fit_item_item(train, 20, config.item, 4.0, CPU)
     ae = model_metrics(model, train, validation, config.top_n, 256, CPU, False)
-    summary, metrics = choose_blend(model, fit, ae, train, validation, config, CPU, False)
+    summary, metrics, _ = choose_blend(model, [fit], ae, train, validation, config, CPU, False)
     off = max(row["ndcg@10"] for row in summary["grid"] if row["popularity"] == 0)
     assert summary["recent"]["window_bins"] == 1 and summary["recent"]["weight"] > 0
     assert metrics["ndcg@10"] > off + 0.2 and model.recent.active

@@ -261,18 +261,21 @@ def test_item_item_blend_is_chosen_on_validation(tiny):
     item = run.manifest["item_item"]
     grid = item["grid"]
     assert [(row["blend"], row["half_life"]) for row in grid[:3]] == [(0.0, "none"), (1.0, "none"), (3.0, "none")]
+    fits = len(item["search"]["tried"])  # stage 1: every blend of every fit the search tried (blend 0 once)
+    assert [(row["fit"], row["blend"]) for row in grid[: 1 + 2 * fits]] == [(0, 0.0)] + [
+        (i, b) for i in range(fits) for b in (1.0, 3.0)]  # fmt: skip
     recent = item["recent"]
-    key = (item["blend"], "none" if item["half_life"] is None else item["half_life"], recent["window_bins"],
-           recent["weight"])  # fmt: skip
-    chosen = next(row for row in grid if (row["blend"], row["half_life"], row["window"], row["popularity"]) == key)
+    key = (item["fit"], item["blend"], "none" if item["half_life"] is None else item["half_life"],
+           recent["window_bins"], recent["weight"])  # fmt: skip
+    chosen = next(row for row in grid if tuple(row[k] for k in ("fit", "blend", "half_life", "window", "popularity")) == key)
     assert chosen["ndcg@10"] >= grid[0]["ndcg@10"]  # a setting replaces the held one only when better
-    setting = ("blend", "half_life", "window", "popularity")
+    setting = ("fit", "blend", "half_life", "window", "popularity")
     assert run.manifest["metrics"]["model"] == {k: v for k, v in chosen.items() if k not in setting}
     assert {k: v for k, v in grid[0].items() if k not in setting} == run.manifest["metrics"]["autoencoder"]
     assert float(run.user_model.item_item.blend) == item["blend"]
     assert run.user_model.config.item_half_life == item["half_life"]
     assert run.manifest["config"]["user"]["item_half_life"] == item["half_life"]  # what scoring rebuilds
-    assert run.manifest["config"]["user"]["item_feedback"] == item["feedback"] == item["search"]["chosen"]["feedback"]
+    assert run.manifest["config"]["user"]["item_feedback"] == item["feedback"] == item["search"]["tried"][item["fit"]]["feedback"]
     assert item["films"] > 1 and run.user_model.item_item.weight.abs().sum() > 0
 
     off = run_training(tiny, DS, replace(TINY, item=ItemItemConfig(blends=(0.0,))))

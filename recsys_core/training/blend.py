@@ -6,7 +6,8 @@ A coordinate search (each point the whole model's validation NDCG@10; a point re
 held one only by a margin of its noise, ``recsys_core.training.selection``, so the simpler
 settings tried first are kept unless another is clearly better):
 
-1. every blend of ``ItemItemConfig.blends`` without decay (blend 0 is the AE alone);
+1. every blend of ``ItemItemConfig.blends`` with each fit the item-item search tried, in its
+   order, without decay (blend 0 is the AE alone);
 2. at that blend, every half-life of ``ItemItemConfig.half_lives`` (the input weighted
    toward the user's latest ratings, ``recsys_core.data.recency``);
 3. at the chosen half-life, every blend again (the decay shrinks the term's scale);
@@ -45,6 +46,7 @@ CACHE_BYTES = 2 << 30  # keep the validation users' AE logits when they take at 
 
 @dataclass(frozen=True)
 class TermSetting:
+    fit: int  # which fit of the item-item search (0: its first point); 0 whenever blend is 0
     blend: float
     half_life: float | None  # in ratings; None: no decay
     window: int = 0  # recent popularity's window in bins of BIN_DAYS (0 with weight 0: off)
@@ -54,9 +56,10 @@ class TermSetting:
 class ValidationScorer:
     """The model's validation metrics for any term setting, the AE's logits computed once."""
 
-    def __init__(self, model: UserAE, train: RatingsCSR, validation: Validation, config: TrainConfig,
-                 device: torch.device, bf16: bool):  # fmt: skip
-        self.model, self.validation, self.top_n = model, validation, config.top_n
+    def __init__(self, model: UserAE, fits: list[ItemItemFit], train: RatingsCSR, validation: Validation,
+                 config: TrainConfig, device: torch.device, bf16: bool):  # fmt: skip
+        self.model, self.fits, self.fit_in_use = model, fits, -1
+        self.validation, self.top_n = validation, config.top_n
         self.device, self.bf16 = device, bf16
         users, size = validation.users, config.eval_batch_size
         self.batches = [user_batch(train, users[lo : lo + size], liked_rating=model.config.liked_rating).to(device)
@@ -74,6 +77,14 @@ class ValidationScorer:
                                      .to(self.device) for bins in self.bins]}  # fmt: skip
         return self.windows[window]
 
+    def use(self, i: int) -> None:
+        """Give the model the item-item weights and input of ``self.fits[i]``."""
+        if i != self.fit_in_use:
+            fit = self.fits[i]
+            self.model.item_item.set(fit.index.to(self.device), fit.weight.to(self.device))
+            self.model.config.item_feedback = fit.point.feedback
+            self.fit_in_use = i
+
     def _logits(self, batch) -> torch.Tensor:
         with torch.no_grad(), autocast(self.device, self.bf16):
             return self.model.ae_logits(batch).float()
@@ -81,6 +92,7 @@ class ValidationScorer:
     def metrics(self, setting: TermSetting) -> tuple[dict, np.ndarray]:
         """(validation metrics, (validation users,) per-user NDCG@10) of the model at ``setting``."""
         model = self.model
+        self.use(setting.fit)
         model.item_item.set_blend(setting.blend)
         model.config.item_half_life = setting.half_life
         model.recent.weight.fill_(0.0)  # added here densely, as the stored term adds it
@@ -100,17 +112,19 @@ class ValidationScorer:
         return metrics, per_user.get(METRIC, np.full(len(self.validation.users), np.nan))
 
 
-def choose_blend(model: UserAE, fit: ItemItemFit, ae_metrics: dict, train: RatingsCSR, validation: Validation,
-                 config: TrainConfig, device: torch.device, bf16: bool) -> tuple[dict, dict]:  # fmt: skip
-    """Give ``model`` the item-item term ``fit`` (on ``train``, input ``fit.point.feedback``)
-    and choose its blend and half-life on ``validation`` (module docstring).
+def choose_blend(model: UserAE, fits: list[ItemItemFit], ae_metrics: dict, train: RatingsCSR,
+                 validation: Validation, config: TrainConfig, device: torch.device,
+                 bf16: bool) -> tuple[dict, dict, ItemItemFit]:  # fmt: skip
+    """Give ``model`` one of the item-item terms ``fits`` (the search's, on ``train``, in the
+    order tried) and choose it, its blend, half-life and recent popularity on ``validation``
+    (module docstring; stage 1 tries every blend of every fit).
 
-    Returns (a summary for the manifest, the validation metrics of the chosen setting) and
-    leaves ``model`` with that setting (blend 0: the AE alone, no decay).
+    Returns (a summary for the manifest, the validation metrics of the chosen setting, the
+    chosen fit) and leaves ``model`` with that setting (blend 0: the AE alone, no decay).
     """
-    model.item_item.set(fit.index.to(device), fit.weight.to(device))
-    model.config.item_feedback = fit.point.feedback
-    scorer = ValidationScorer(model, train, validation, config, device, bf16)
+    if not fits:
+        raise ValueError("choose_blend needs at least one item-item fit")
+    scorer = ValidationScorer(model, fits, train, validation, config, device, bf16)
     grid: list[dict] = []
     tried: set[TermSetting] = set()
     selection = Selection()
@@ -122,7 +136,7 @@ def choose_blend(model: UserAE, fit: ItemItemFit, ae_metrics: dict, train: Ratin
         metrics, per_user = scorer.metrics(setting)
         selection.offer(setting, metrics, per_user)
         half_life = "none" if setting.half_life is None else setting.half_life
-        grid.append({"blend": setting.blend, "half_life": half_life, "window": setting.window,
+        grid.append({"fit": setting.fit, "blend": setting.blend, "half_life": half_life, "window": setting.window,
                      "popularity": setting.popularity, **metrics})  # fmt: skip
 
     def best() -> TermSetting:
@@ -130,26 +144,28 @@ def choose_blend(model: UserAE, fit: ItemItemFit, ae_metrics: dict, train: Ratin
         return selection.best
 
     blends = sorted(config.item.blends)
-    for blend in blends:
-        run(TermSetting(blend, None))
+    for i in range(len(fits)):
+        for blend in blends:
+            run(TermSetting(i if blend > 0 else 0, blend, None))
     at = best()
-    if at.blend > 0 and fit.films:
+    if at.blend > 0 and fits[at.fit].films:
         for half_life in sorted(config.item.half_lives):
-            run(TermSetting(at.blend, half_life))
+            run(TermSetting(at.fit, at.blend, half_life))
         at = best()
         if at.half_life is not None:
             for blend in blends:
                 if blend > 0:
-                    run(TermSetting(blend, at.half_life))
+                    run(TermSetting(at.fit, blend, at.half_life))
     at = best()
     for window in config.recent_windows:
         for weight in config.recent_weights:
-            run(TermSetting(at.blend, at.half_life, window, weight))
+            run(TermSetting(at.fit, at.blend, at.half_life, window, weight))
     at = best()
     if at.popularity and at.blend > 0:
         for blend in blends:
-            run(TermSetting(blend, at.half_life, at.window, at.popularity))
+            run(TermSetting(at.fit if blend > 0 else 0, blend, at.half_life, at.window, at.popularity))
     chosen = best()
+    scorer.use(chosen.fit)
     model.item_item.set_blend(chosen.blend)
     model.config.item_half_life = chosen.half_life if chosen.blend > 0 else None
     model.recent.set(scorer.counts, chosen.window, chosen.popularity)
@@ -157,10 +173,11 @@ def choose_blend(model: UserAE, fit: ItemItemFit, ae_metrics: dict, train: Ratin
     log.info("item-item blend %.1f, half-life %s; recent popularity %d bins x %g: validation ndcg@10 %.4f "
              "(AE alone %.4f)", chosen.blend, model.config.item_half_life, chosen.window, chosen.popularity,
              metrics.get("ndcg@10", math.nan), ae_metrics.get("ndcg@10", math.nan))  # fmt: skip
+    fit = fits[chosen.fit]
     point = fit.point
-    summary = {"films": fit.films, "neighbours": config.user.item_neighbours, "feedback": point.feedback,
+    summary = {"fit": chosen.fit, "films": fit.films, "neighbours": config.user.item_neighbours, "feedback": point.feedback,
                "l2": point.l2, "dropout": point.dropout, "blend": chosen.blend,
                "half_life": model.config.item_half_life, "seconds": round(fit.seconds, 3),
                "recent": {"window_bins": chosen.window, "bin_days": BIN_DAYS, "weight": chosen.popularity},
                "grid": grid}  # fmt: skip
-    return summary, metrics
+    return summary, metrics, fit

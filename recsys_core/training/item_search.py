@@ -14,7 +14,11 @@ the held one only by a margin of its noise, ``recsys_core.training.selection``):
 3. at the best feedback and lambda, the EDLAE dropouts, each at that lambda and a quarter of it
    (the dropout penalty takes over part of the ridge's work).
 
-The Gram matrix of a feedback is built once. Every fit costs about the same (cubic in the
+The term alone steers the search; which of the fits tried the model keeps is chosen after
+the AE's epochs with the blend, on the whole model (``recsys_core.training.blend``): a term
+that does best alone is not always the one that best complements the AE (ml-latest-small
+as of 2008: lambda 800 alone, lambda 200 with the AE). The Gram matrix of a feedback is
+built once. Every fit costs about the same (cubic in the
 fitted films), so the search stops before a fit that would take it past
 ``search_share * max_minutes`` (the first point always runs): small data gets the whole
 search, the full release on 2 CPU cores its first points, a GPU most of it.
@@ -50,6 +54,7 @@ class Search:
     metrics: dict
     tried: list[dict] = field(default_factory=list)
     stopped_early: bool = False  # the time budget ended the search before its last point
+    fits: list[ItemItemFit] = field(default_factory=list)  # every fit tried, in order (the blend chooses among them)
 
     def summary(self) -> dict:
         return {"chosen": asdict(self.best.point), "metrics": self.metrics, "tried": self.tried,
@@ -106,12 +111,14 @@ def search_item_item(train: RatingsCSR, validation: Validation, config: TrainCon
         value = metrics.get(METRIC, -math.inf)
         if selection.offer(point, metrics, per_user):  # by a margin over the held point (selection.py)
             search.best, search.metrics = fit, metrics
+        search.fits.append(fit)
         scored[point] = value
         search.tried.append({**asdict(point), **metrics, "seconds": round(time.monotonic() - t0, 3)})
         log.info("item-item search: %s input, l2 %g, dropout %g: ndcg@10 %.4f", point.feedback, point.l2,
                  point.dropout, value)  # fmt: skip
 
     if k == 0:
+        search.fits.append(search.best)
         return search
     for feedback in item.feedbacks:
         run(ItemItemPoint(feedback, item.l2, 0.0))

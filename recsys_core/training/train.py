@@ -74,10 +74,10 @@ def run_training(warehouse: Warehouse, ds: str, config: TrainConfig | None = Non
     deadline = capped_from + config.max_minutes * 60
     search = search_item_item(train, validation, config, device)
     user = train_user_ae(train, validation, film_content, config, device, bf16, deadline)
-    item_item, metrics = choose_blend(user.model, search.best, user.best.metrics, train, validation, config,
-                                      device, bf16)  # fmt: skip
+    item_item, metrics, item_fit = choose_blend(user.model, search.fits, user.best.metrics, train, validation,
+                                                config, device, bf16)  # fmt: skip
     item_item["search"] = search.summary()
-    model, refit = refit_on_every_rating(user, search.best.point, validation, csr, film_content, config, device,
+    model, refit = refit_on_every_rating(user, item_fit.point, validation, csr, film_content, config, device,
                                          bf16, deadline)  # fmt: skip
     user_seconds = time.monotonic() - capped_from
 
