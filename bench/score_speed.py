@@ -161,8 +161,11 @@ def score_once(args: argparse.Namespace) -> dict:
 
 
 def profile(args: argparse.Namespace) -> None:
-    """cProfile of ``args.profile`` fast-path batches (after one warm-up batch), top 20 by own time."""
+    """cProfile of ``args.profile`` fast-path batches (after one warm-up batch), top 20 by own
+    time. On one torch thread and no helper thread (cProfile sees only the calling thread), so
+    the times add up to the whole step's CPU cost."""
     warm_up_cpu_math()
+    torch.set_num_threads(1)
     device, bf16 = select_device(args.device)
     csr = random_ratings(args.batch_size * (args.profile + 1), FULL_FILMS, args.mean, args.seed)
     scorer = BatchScorer(random_model(csr.n_films, args.seed).to(device), np.arange(csr.n_films), csr.film_counts(),

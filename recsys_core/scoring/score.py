@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +44,7 @@ from recsys_core.progress import Progress
 from recsys_core.publish.contract import SCHEMA
 from recsys_core.ranking.top_n import top_n_unseen
 from recsys_core.reproducible import warm_up_cpu_math
+from recsys_core.scoring.blas_threads import openblas_threads
 from recsys_core.scoring.candidates import FilmTables, certified_top_n
 from recsys_core.scoring.reference import exact_top_n
 from recsys_core.training import artifacts
@@ -186,7 +187,8 @@ class BatchScorer:
         user embedding -> scores over the films (+ the model's terms) -> seen masked -> top-N."""
         chunk = CPU_CHUNK_USERS if self.device.type == "cpu" else max(len(rows), 1)
         parts = []
-        with torch_threads(self._threads):
+        # the caller's share of the threads, for torch and for the BLAS product (blas_threads.py)
+        with torch_threads(self._threads), openblas_threads(self._threads) if self._ahead else nullcontext():
             pending = self._start(csr, rows[:chunk], 0)
             for i, lo in enumerate(range(0, len(rows), chunk)):
                 current = pending.result()  # re-raises what the helper raised
