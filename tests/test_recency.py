@@ -5,6 +5,7 @@ in training, local scoring and Spark scoring."""
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -151,7 +152,7 @@ def test_the_blend_search_weights_the_input_toward_the_latest_ratings_when_that_
     fit = fit_item_item(train, 47, config.item, 4.0, CPU, ItemItemPoint("liked", 20.0, 0.0))
     ae = model_metrics(model, train, validation, config.top_n, 256, CPU, False)
     summary, metrics, _ = choose_blend(model, [fit], ae, train, validation, config, CPU, False)
-    no_decay = max(row["ndcg@10"] for row in summary["grid"] if row["half_life"] == "none")
+    no_decay = max(row["ndcg@10"] for row in summary["grid"] if row["half_life"] is None)
     assert summary["half_life"] == 1.0 and model.config.item_half_life == 1.0
     assert metrics["ndcg@10"] > no_decay + 0.05
     assert metrics == model_metrics(model, train, validation, config.top_n, 256, CPU, False)  # the model keeps it
@@ -254,3 +255,48 @@ def test_the_blend_search_turns_recent_popularity_on_when_the_users_time_predict
     assert summary["recent"]["window_bins"] == 1 and summary["recent"]["weight"] > 0
     assert metrics["ndcg@10"] > off + 0.2 and model.recent.active
     assert metrics == model_metrics(model, train, validation, config.top_n, 256, CPU, False)  # stored = searched
+
+
+@pytest.mark.parametrize(("field", "value", "says"), [
+    ("item_half_life", 0, "item_half_life must be a finite number > 0"),
+    ("item_half_life", -3.0, "item_half_life must be a finite number > 0"),
+    ("item_half_life", "abc", "item_half_life must be a finite number > 0"),
+    ("item_feedback", "foo", "item_feedback must be one of"),
+    ("liked_rating", 99, "liked_rating must be in"),
+])  # fmt: skip
+def test_scoring_refuses_a_manifest_with_term_settings_out_of_range(decayed, tmp_path, field, value, says):
+    """A tampered manifest's settings are refused with the manifest named (they were dropped
+    silently or scored into inf rows under the same model_version)."""
+    from recsys_core.errors import CorruptFile
+
+    wh = Warehouse(str(tmp_path / "wh"))
+    for part in (decayed.features(DS), decayed.models(DS)):
+        shutil.copytree(part, Path(wh.root) / Path(part).relative_to(decayed.root))
+    path = Path(wh.models(DS)) / artifacts.MANIFEST
+    manifest = json.loads(path.read_text())
+    manifest["config"]["user"][field] = value
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(CorruptFile, match=f"{path}.*{says}"):
+        run_scoring(wh, DS, ScoreConfig(top_n=10, device="cpu"))
+    with pytest.raises(CorruptFile, match=says):
+        artifacts.check_user_config(manifest, str(path))
+
+
+def test_training_without_liked_ratings_is_refused_naming_the_features(tmp_path):
+    from recsys_core.errors import ConfigError, InputError
+
+    wh = write_tiny_features(tmp_path / "wh")
+    with pytest.raises(InputError, match="no user can validate the model"):
+        run_training(wh, DS, replace(TINY, user=replace(TINY.user, liked_rating=5.0), min_val_ratings=10_000))
+    with pytest.raises(ConfigError, match="--lr must be"):
+        run_training(wh, DS, replace(TINY, lr=-1.0))
+    with pytest.raises(ConfigError, match="--seed must be"):
+        run_training(wh, DS, replace(TINY, seed=-5))
+
+
+def test_the_gate_says_why_a_nan_validation_fails():
+    from recsys_core.scoring.check import Report, check_model_quality
+
+    report = Report(DS)
+    check_model_quality(report, {"metrics": {"model": {"ndcg@10": float("nan")}, "popularity": {"ndcg@10": float("nan")}}}, 1.1)
+    assert "no validation user had a liked rating" in report.failures["model_quality"]

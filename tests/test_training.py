@@ -260,13 +260,12 @@ def test_item_item_blend_is_chosen_on_validation(tiny):
     run = run_training(tiny, DS, replace(TINY, item=item_config))
     item = run.manifest["item_item"]
     grid = item["grid"]
-    assert [(row["blend"], row["half_life"]) for row in grid[:3]] == [(0.0, "none"), (1.0, "none"), (3.0, "none")]
+    assert [(row["blend"], row["half_life"]) for row in grid[:3]] == [(0.0, None), (1.0, None), (3.0, None)]
     fits = len(item["search"]["tried"])  # stage 1: every blend of every fit the search tried (blend 0 once)
     assert [(row["fit"], row["blend"]) for row in grid[: 1 + 2 * fits]] == [(0, 0.0)] + [
         (i, b) for i in range(fits) for b in (1.0, 3.0)]  # fmt: skip
     recent = item["recent"]
-    key = (item["fit"], item["blend"], "none" if item["half_life"] is None else item["half_life"],
-           recent["window_bins"], recent["weight"])  # fmt: skip
+    key = (item["fit"], item["blend"], item["half_life"], recent["window_bins"], recent["weight"])
     chosen = next(row for row in grid if tuple(row[k] for k in ("fit", "blend", "half_life", "window", "popularity")) == key)
     assert chosen["ndcg@10"] >= grid[0]["ndcg@10"]  # a setting replaces the held one only when better
     setting = ("fit", "blend", "half_life", "window", "popularity")
@@ -276,6 +275,7 @@ def test_item_item_blend_is_chosen_on_validation(tiny):
     assert run.user_model.config.item_half_life == item["half_life"]
     assert run.manifest["config"]["user"]["item_half_life"] == item["half_life"]  # what scoring rebuilds
     assert run.manifest["config"]["user"]["item_feedback"] == item["feedback"] == item["search"]["tried"][item["fit"]]["feedback"]
+    assert item["search"]["seconds"] >= max(row["seconds"] for row in item["search"]["tried"])
     assert item["films"] > 1 and run.user_model.item_item.weight.abs().sum() > 0
 
     off = run_training(tiny, DS, replace(TINY, item=ItemItemConfig(blends=(0.0,))))

@@ -92,7 +92,7 @@ def timing_table(results: dict) -> tuple[list[str], list[list[tuple[str, bool]]]
             user = cfg.get("user", {})
             shown = (f"lr {cfg.get('lr')}, epochs ≤{cfg.get('max_epochs')}, patience {cfg.get('patience_steps')} steps, "
                      f"dropout {user.get('input_dropout')}, dims {user.get('hidden_dim')}/{user.get('embedding_dim')}, "
-                     f"item-item λ {cfg.get('item', {}).get('l2')} k {user.get('item_neighbours')}; "
+                     f"item-item k {user.get('item_neighbours')} (its settings: the training section); "
                      f"prep (Spark ingest + features) {_fmt(s.get('prep'), 1)} s")  # fmt: skip
         else:
             shown = ", ".join(f"{k}={v}" for k, v in params.items()) or "–"
@@ -312,12 +312,7 @@ def _sections(results: dict, have_training: bool) -> list[tuple[str, str, object
         ]  # fmt: skip
         item = model.get("item_item")
         if item:
-            alone = next((row for row in item["grid"] if row["blend"] == 0), {})
-            chosen = next((row for row in item["grid"] if row["blend"] == item["blend"]), {})
-            blocks.append(("p", (f"Item-item term: pruned EASE over {item['films']:,} films, {item['neighbours']} "
-                                 f"weights each, fitted in {item['seconds']:.1f} s; blend {item['blend']:g} "
-                                 f"chosen on the validation users (NDCG@10 {chosen.get('ndcg@10', math.nan):.4f}; "
-                                 f"the AE alone {alone.get('ndcg@10', math.nan):.4f})."), None))  # fmt: skip
+            blocks.append(("p", item_item_sentence(item), None))
     blocks += [
         ("h2", "Recall@20 by user activity", None),
         ("table", "", activity_table(results)),
@@ -396,3 +391,21 @@ def write_report(out_dir: str | Path, results: dict) -> dict:
     )
     return {"markdown": str(out / "report.md"), "html": str(out / "report.html"),
             "images": [str(out / name) for name in images]}  # fmt: skip
+
+
+def item_item_sentence(item: dict) -> str:
+    """The model's chosen item-item term, half-life and recent popularity, in one sentence."""
+    keys = ("fit", "blend", "half_life", "window", "popularity")
+    recent = item.get("recent", {})
+    want = (item.get("fit", 0), item["blend"], item.get("half_life"), recent.get("window_bins", 0), recent.get("weight", 0.0))
+    chosen = next((row for row in item["grid"] if tuple(row.get(k) for k in keys) == want), {})
+    alone = next((row for row in item["grid"] if row["blend"] == 0 and not row.get("popularity")), {})
+    half_life = "no decay" if item.get("half_life") is None else f"half-life {item['half_life']:g} ratings"
+    popularity = (f"recent popularity {recent['window_bins']} × {recent['bin_days']} days, weight {recent['weight']:g}"
+                  if recent.get("weight") else "recent popularity off")  # fmt: skip
+    return (f"Item-item term: {'EDLAE' if item.get('dropout') else 'EASE'} on {item.get('feedback', 'liked')} "
+            f"ratings (λ {item.get('l2', math.nan):g}, dropout {item.get('dropout', 0.0):g}) over {item['films']:,} "
+            f"films, {item['neighbours']} weights each, search {item.get('search', {}).get('seconds', math.nan):.1f} s; "
+            f"blend {item['blend']:g}, "
+            f"{half_life}, {popularity}, chosen on the validation users (NDCG@10 "
+            f"{chosen.get('ndcg@10', math.nan):.4f}; the AE alone {alone.get('ndcg@10', math.nan):.4f}).")

@@ -36,6 +36,8 @@ from recsys_core.data.recency import entry_ages
 from recsys_core.models.item_item import ItemItemTerm
 from recsys_core.models.recent_popularity import RecentPopularity
 
+ITEM_FEEDBACK = ("liked", "all")  # the item-item term's input: liked ratings or every rating
+
 
 @dataclass
 class UserAEConfig:
@@ -51,6 +53,23 @@ class UserAEConfig:
     # item_half_life None: no decay.
     item_feedback: str = "liked"
     item_half_life: float | None = None
+
+    def validate(self) -> None:
+        """Raises ValueError naming the first setting out of range (a model's settings come
+        from a manifest too: scoring must not score with a half-life of 0 or a NaN)."""
+        if self.item_feedback not in ITEM_FEEDBACK:
+            raise ValueError(f"item_feedback must be one of {ITEM_FEEDBACK}, got {self.item_feedback!r}")
+        h = self.item_half_life
+        if h is not None and (isinstance(h, bool) or not isinstance(h, (int, float)) or not 0 < h < math.inf):
+            raise ValueError(f"item_half_life must be a finite number > 0 (or null: no decay), got {h!r}")
+        if isinstance(self.liked_rating, bool) or not isinstance(self.liked_rating, (int, float)) \
+                or not 0 < self.liked_rating <= 5:
+            raise ValueError(f"liked_rating must be in (0, 5], got {self.liked_rating!r}")
+        for name in ("embedding_dim", "hidden_dim"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if not isinstance(self.item_neighbours, int) or self.item_neighbours < 0:
+            raise ValueError(f"item_neighbours must be an integer >= 0, got {self.item_neighbours!r}")
 
 
 @dataclass
@@ -122,8 +141,6 @@ def user_batch(
         last_times=torch.from_numpy(last_times),
     )
 
-
-ITEM_FEEDBACK = ("liked", "all")
 
 
 def item_inputs(batch: UserBatch, feedback: str, half_life: float | None, liked_rating: float) -> torch.Tensor | None:

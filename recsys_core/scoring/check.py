@@ -21,6 +21,7 @@ no longer match that version.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -80,7 +81,10 @@ def check_model_quality(
     report.figures.update(
         {"model_ndcg@10": model, "popularity_ndcg@10": popularity, "min_model_ratio": min_ratio}
     )
-    if not model >= min_ratio * popularity:
+    if math.isnan(model) or math.isnan(popularity):
+        report.fail("model_quality", 1, "model: validation ndcg@10 is NaN: no validation user had a liked rating "
+                    "to find (re-train on features with liked ratings)", [])  # fmt: skip
+    elif not model >= min_ratio * popularity:
         report.fail("model_quality", 1, f"model: validation ndcg@10 {model:.4f} < {min_ratio} x popularity "
                     f"{popularity:.4f}", [])  # fmt: skip
 

@@ -52,9 +52,9 @@ from recsys_core.training import artifacts
 log = logging.getLogger(__name__)
 SCORING_META = "_scoring.json"
 PROGRESS_SECONDS = 30.0
-# Users scored at once on the CPU: their (users, films) float32 matrices (scores and the
-# model's terms, 15 MB each at 58,098 films) stay in the L3 cache through the passes that
-# follow the product; on CUDA a whole batch at once.
+# Users scored at once on the CPU: their (users, films) float32 matrices (the scores and two
+# of the model's terms, 15 MB each at 58,098 films) stay near the L3 cache (32 MB here)
+# through the passes that follow the product; on CUDA a whole batch at once.
 CPU_CHUNK_USERS = 64
 CANDIDATE_MARGIN = 16  # candidates per user beyond top_n: a tie across the cut costs a fallback
 # Columns with few distinct values per row group; a score dictionary only fills up and falls

@@ -104,8 +104,9 @@ def score_users(scorer: BatchScorer, csr: RatingsCSR, user_ids: np.ndarray, batc
 def user_model(manifest: dict, weights: bytes) -> UserAE:
     """The user AE of ``models/ds=…`` from its manifest and ``user_ae.pt`` bytes (on the CPU, eval mode)."""
     dims = manifest["dims"]
-    model = UserAE(dims["n_films"], torch.zeros(dims["n_films"], dims["film_content_dim"]),
-                   UserAEConfig(**manifest["config"]["user"]))  # fmt: skip
+    user_config = UserAEConfig(**manifest["config"]["user"])
+    user_config.validate()  # run_spark_scoring checked it on the driver (check_user_config names the file)
+    model = UserAE(dims["n_films"], torch.zeros(dims["n_films"], dims["film_content_dim"]), user_config)
     model.load_state_dict(torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True))
     return model.eval()
 
@@ -232,6 +233,7 @@ def run_spark_scoring(spark: SparkSession, warehouse: Warehouse, ds: str, config
     model_manifest = _read_json(spark, f"{model_dir}/{artifacts.MANIFEST}",
                                 f"no model at {model_dir}: run the train job for that date first")  # fmt: skip
     artifacts.check_vocabulary(model_manifest, features_manifest, model_dir)
+    artifacts.check_user_config(model_manifest, f"{model_dir}/{artifacts.MANIFEST}")  # on the driver: one clear line
     weights = _read_bytes(spark, f"{model_dir}/{artifacts.USER_WEIGHTS}",
                           f"{model_dir}/{artifacts.USER_WEIGHTS} is missing: re-run the train job for ds={ds}")
     version = version_string(ds, hashlib.sha256(weights).hexdigest())  # the bytes are here already: no second read

@@ -111,6 +111,14 @@ class LoadedModels:
     manifest: dict
 
 
+def check_user_config(manifest: dict, where: str) -> None:
+    """Raise ``CorruptFile`` naming ``where`` when the manifest's user-AE settings are out of
+    range (``UserAEConfig.validate``): a model must not be scored with settings it was not
+    trained with."""
+    with reading(where, "model manifest (user-AE settings out of range)", "re-run the train job for that date"):
+        UserAEConfig(**manifest["config"]["user"]).validate()
+
+
 def load_models(
     directory: str, features_manifest: dict | None = None, device: torch.device | str = "cpu"
 ) -> LoadedModels:
@@ -122,8 +130,9 @@ def load_models(
     with reading(f"{directory}/{MANIFEST}", "model manifest (no dims or config)", fix):
         dims, config = manifest["dims"], manifest["config"]
         film = FilmAE(dims["n_genome"], dims["n_genres"], dims["n_numeric"], FilmAEConfig(**config["film"]))
-        user = UserAE(dims["n_films"], torch.zeros(dims["n_films"], dims["film_content_dim"]),
-                      UserAEConfig(**config["user"]))  # fmt: skip
+        user_config = UserAEConfig(**config["user"])
+        user_config.validate()
+        user = UserAE(dims["n_films"], torch.zeros(dims["n_films"], dims["film_content_dim"]), user_config)
     for model, name in ((film, FILM_WEIGHTS), (user, USER_WEIGHTS)):
         path = f"{directory}/{name}"
         try:

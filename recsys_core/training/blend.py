@@ -135,8 +135,7 @@ def choose_blend(model: UserAE, fits: list[ItemItemFit], ae_metrics: dict, train
         tried.add(setting)
         metrics, per_user = scorer.metrics(setting)
         selection.offer(setting, metrics, per_user)
-        half_life = "none" if setting.half_life is None else setting.half_life
-        grid.append({"fit": setting.fit, "blend": setting.blend, "half_life": half_life, "window": setting.window,
+        grid.append({"fit": setting.fit, "blend": setting.blend, "half_life": setting.half_life, "window": setting.window,
                      "popularity": setting.popularity, **metrics})  # fmt: skip
 
     def best() -> TermSetting:

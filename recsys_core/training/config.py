@@ -73,6 +73,14 @@ class TrainConfig:
                      "min_patience_epochs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.lr < math.inf:
+            raise ConfigError(f"--lr must be a finite number > 0, got {self.lr}")
+        if self.seed < 0:
+            raise ConfigError(f"--seed must be >= 0, got {self.seed}")
+        try:
+            self.user.validate()
+        except ValueError as exc:
+            raise ConfigError(f"user: {exc}") from exc
         if self.max_minutes <= 0:
             raise ConfigError(f"max_minutes must be > 0, got {self.max_minutes}")
         if self.low_target_weight < 0:

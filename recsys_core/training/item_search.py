@@ -55,10 +55,13 @@ class Search:
     tried: list[dict] = field(default_factory=list)
     stopped_early: bool = False  # the time budget ended the search before its last point
     fits: list[ItemItemFit] = field(default_factory=list)  # every fit tried, in order (the blend chooses among them)
+    seconds: float = 0.0  # the whole search: Gram matrices, fits and their validation
 
     def summary(self) -> dict:
-        return {"chosen": asdict(self.best.point), "metrics": self.metrics, "tried": self.tried,
-                "stopped_early": self.stopped_early}  # fmt: skip
+        # "best_alone": the best term alone, which steers the search; the fit the model keeps
+        # is chosen with the blend (the manifest's item_item.fit indexes "tried")
+        return {"best_alone": asdict(self.best.point), "metrics": self.metrics, "tried": self.tried,
+                "stopped_early": self.stopped_early, "seconds": round(self.seconds, 3)}  # fmt: skip
 
 
 def term_metrics(fit: ItemItemFit, train: RatingsCSR, validation: Validation, config: TrainConfig,
@@ -129,9 +132,9 @@ def search_item_item(train: RatingsCSR, validation: Validation, config: TrainCon
         for lam in (at.l2, at.l2 / 4):
             run(ItemItemPoint(at.feedback, lam, p))
     chosen = search.best.point
-    search.best.seconds = time.monotonic() - started
-    log.info("item-item search: %d points in %.1fs; chosen %s input, l2 %g, dropout %g (ndcg@10 %.4f)",
-             len(scored), search.best.seconds, chosen.feedback, chosen.l2, chosen.dropout, scored[chosen])  # fmt: skip
+    search.seconds = time.monotonic() - started
+    log.info("item-item search: %d points in %.1fs; best alone %s input, l2 %g, dropout %g (ndcg@10 %.4f)",
+             len(scored), search.seconds, chosen.feedback, chosen.l2, chosen.dropout, scored[chosen])  # fmt: skip
     return search
 
 

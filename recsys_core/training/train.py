@@ -27,6 +27,7 @@ import torch
 from recsys_core.data.csr import RatingsCSR
 from recsys_core.data.features import Features, load_features
 from recsys_core.device import select_device
+from recsys_core.errors import InputError
 from recsys_core.model_version import DIGESTS, USER_WEIGHTS, version_string
 from recsys_core.models.film_ae import FilmAE
 from recsys_core.models.recent_popularity import LikeCounts
@@ -67,6 +68,10 @@ def run_training(warehouse: Warehouse, ds: str, config: TrainConfig | None = Non
              csr.n_films, len(csr.indices), device, " (bf16)" if bf16 else "")  # fmt: skip
     train, validation = split_validation(csr, config.val_users, config.seed, config.holdout_fraction,
                                          config.min_val_ratings, config.user.liked_rating)  # fmt: skip
+    if not len(validation.users):
+        raise InputError(f"{warehouse.features(ds)}: no user can validate the model: none of the {csr.n_users} users "
+                         f"has >= {config.min_val_ratings} ratings with one >= {config.user.liked_rating} stars "
+                         f"(liked) among their latest; the features hold no liked ratings to learn from or check")  # fmt: skip
     log.info("validation: %d users, %d hidden ratings", len(validation.users), validation.n_hidden)
 
     film_model, film_content, film_loss = train_film_ae(features.films, config, device, bf16)
