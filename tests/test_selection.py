@@ -36,5 +36,6 @@ def test_patience_is_a_number_of_steps_counted_in_whole_epochs():
     from recsys_core.training.config import patience_epochs
 
     assert patience_epochs(100, 5, 3) == 20  # small data: the patience tuned there
-    assert patience_epochs(100, 277, 3) == 3  # the full release: a few epochs, not 20
+    assert patience_epochs(100, 341 / 68, 3) == 20  # 341 users in batches of 68: 5.01 steps, not 6
+    assert patience_epochs(100, 276.6, 3) == 3  # the full release: a few epochs, not 20
     assert patience_epochs(100, 30, 3) == 4

@@ -151,9 +151,9 @@ def train_user_ae(train: RatingsCSR, validation: Validation, film_content: torch
     history: list[dict] = []
     best: BestEpoch | None = None
     stale = 0
-    steps_per_epoch = math.ceil(len(loop.rows) / loop.batch_size)
+    steps_per_epoch = len(loop.rows) / loop.batch_size
     patience = patience_epochs(config.patience_steps, steps_per_epoch, config.min_patience_epochs)
-    log.info("early stopping after %d epochs without a better ndcg@10 (%d steps per epoch)", patience, steps_per_epoch)
+    log.info("early stopping after %d epochs without a better ndcg@10 (%.1f steps per epoch)", patience, steps_per_epoch)
     for epoch in range(1, config.max_epochs + 1):
         t0 = time.monotonic()
         loss, seen = train_epoch(model, loop, epoch)
