@@ -300,3 +300,18 @@ def test_the_gate_says_why_a_nan_validation_fails():
     report = Report(DS)
     check_model_quality(report, {"metrics": {"model": {"ndcg@10": float("nan")}, "popularity": {"ndcg@10": float("nan")}}}, 1.1)
     assert "no validation user had a liked rating" in report.failures["model_quality"]
+
+
+def test_the_report_names_the_chosen_setting_not_the_first_row_with_its_blend():
+    from recsys_core.evaluation.model_summary import item_item_sentence
+
+    row = {"fit": 0, "blend": 20.0, "half_life": None, "window": 0, "popularity": 0.0, "ndcg@10": 0.11}
+    grid = [{**row, "blend": 0.0, "ndcg@10": 0.10}, row, {**row, "fit": 1, "ndcg@10": 0.12},
+            {**row, "fit": 1, "half_life": 10.0, "window": 3, "popularity": 0.5, "ndcg@10": 0.13}]  # fmt: skip
+    item = {"fit": 1, "blend": 20.0, "half_life": 10.0, "recent": {"window_bins": 3, "bin_days": 30, "weight": 0.5},
+            "feedback": "all", "l2": 50.0, "dropout": 0.25, "films": 1234, "neighbours": 200, "grid": grid,
+            "search": {"seconds": 4.2}}  # fmt: skip
+    text = item_item_sentence(item)
+    assert "NDCG@10 0.1300" in text and "the AE alone 0.1000" in text
+    assert "EDLAE on all ratings (λ 50, dropout 0.25)" in text and "half-life 10 ratings" in text
+    assert "recent popularity 3 × 30 days, weight 0.5" in text and "search 4.2 s" in text
