@@ -34,7 +34,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from recsys_core.data.schemas import MAX_RATING, MIN_RATING, NO_GENRES
-from recsys_core.data.vocab import ids_hash, names_hash
+from recsys_core.data.vocab import vocabulary_hashes
 from recsys_core.dates import as_of_cutoff
 from recsys_core.errors import ConfigError, InputError
 from recsys_core.fs_swap import publish_dir
@@ -342,12 +342,7 @@ def build_features(
         },
         "genres": genres,
         "genome_tag_ids": tag_ids,
-        "hashes": {
-            "films": ids_hash(film_ids),
-            "users": ids_hash(user_ids),
-            "genres": names_hash(genres),
-            "genome_tags": ids_hash(tag_ids),
-        },
+        "hashes": vocabulary_hashes(film_ids, user_ids, genres, tag_ids),
     }
 
     def write(staging: str) -> None:

@@ -27,5 +27,12 @@ def names_hash(names_in_order: Iterable[str]) -> str:
     return hashlib.sha256(joined).hexdigest()[:16]
 
 
+def vocabulary_hashes(film_ids: Sequence[int] | np.ndarray, user_ids: Sequence[int] | np.ndarray,
+                      genres: Iterable[str], tag_ids: Sequence[int] | np.ndarray) -> dict[str, str]:  # fmt: skip
+    """The features manifest's ``hashes``: each vocabulary in index order, as models record it."""
+    return {"films": ids_hash(film_ids), "users": ids_hash(user_ids), "genres": names_hash(genres),
+            "genome_tags": ids_hash(tag_ids)}  # fmt: skip
+
+
 class VocabularyMismatch(InputError):
     """Raised when a model's vocabulary does not match the features it is applied to."""

@@ -21,7 +21,7 @@ from pyspark.sql.types import ArrayType, FloatType
 
 from recsys_core import defaults
 from recsys_core.data.schemas import NO_GENRES
-from recsys_core.data.vocab import ids_hash, names_hash
+from recsys_core.data.vocab import vocabulary_hashes
 from recsys_core.errors import ConfigError, InputError
 from recsys_core.paths import Warehouse, staging_path
 from recsys_core.spark import fs
@@ -204,10 +204,5 @@ def _manifest(
         },
         "genres": genres,
         "genome_tag_ids": tag_ids,
-        "hashes": {
-            "films": ids_hash(film_ids),
-            "users": ids_hash(user_ids),
-            "genres": names_hash(genres),
-            "genome_tags": ids_hash(tag_ids),
-        },
+        "hashes": vocabulary_hashes(film_ids, user_ids, genres, tag_ids),
     }
