@@ -17,7 +17,8 @@ settings tried first are kept unless another is clearly better):
 5. when it is on, every blend again.
 
 The AE's logits of the validation users are computed once and kept when they fit in
-``CACHE_BYTES`` (only the term changes between points).
+``CACHE_BYTES`` (only the terms change between points); every point is scored by the
+model's own terms, so the chosen setting is exactly what scoring adds.
 """
 
 from __future__ import annotations
@@ -67,15 +68,7 @@ class ValidationScorer:
         self.cache = len(users) * train.n_films * 4 <= CACHE_BYTES
         self.logits = [self._logits(batch) for batch in self.batches] if self.cache else None
         self.counts = LikeCounts(train, model.config.liked_rating)
-        self.bins = [self.counts.bins_of(batch.last_times.cpu().numpy()) for batch in self.batches]
-        self.windows: dict[int, list[torch.Tensor]] = {}
-
-    def _recent(self, window: int) -> list[torch.Tensor]:
-        """Per batch, (B, n_films) float32 ``log1p`` likes in the window at each user's bin."""
-        if window not in self.windows:
-            self.windows = {window: [torch.from_numpy(np.log1p(self.counts.window(bins, window)).astype(np.float32))
-                                     .to(self.device) for bins in self.bins]}  # fmt: skip
-        return self.windows[window]
+        self.window_in_use = 0  # the window the model's recent-popularity term holds (0: none yet)
 
     def use(self, i: int) -> None:
         """Give the model the item-item weights and input of ``self.fits[i]``."""
@@ -89,22 +82,29 @@ class ValidationScorer:
         with torch.no_grad(), autocast(self.device, self.bf16):
             return self.model.ae_logits(batch).float()
 
-    def metrics(self, setting: TermSetting) -> tuple[dict, np.ndarray]:
-        """(validation metrics, (validation users,) per-user NDCG@10) of the model at ``setting``."""
+    def apply(self, setting: TermSetting) -> None:
+        """Give the model ``setting``: its fit, blend, half-life and recent popularity (the
+        counts of an unused term are dropped: the checkpoint does not carry them)."""
         model = self.model
         self.use(setting.fit)
         model.item_item.set_blend(setting.blend)
-        model.config.item_half_life = setting.half_life
-        model.recent.weight.fill_(0.0)  # added here densely, as the stored term adds it
+        model.config.item_half_life = setting.half_life if setting.blend > 0 else None
+        window = setting.window if setting.popularity else 0
+        if window != self.window_in_use:
+            model.recent.set(self.counts, window, setting.popularity)
+            self.window_in_use = window
+        model.recent.weight.fill_(setting.popularity)
+
+    def metrics(self, setting: TermSetting) -> tuple[dict, np.ndarray]:
+        """(validation metrics, (validation users,) per-user NDCG@10) of the model at ``setting``."""
+        model = self.model
+        self.apply(setting)
         model.eval()
-        recent = self._recent(setting.window) if setting.popularity else None
         tops = []
         with torch.no_grad():
             for i, batch in enumerate(self.batches):
                 logits = self.logits[i].clone() if self.logits is not None else self._logits(batch)
                 scores = model.add_item_scores(logits, batch)
-                if recent is not None:
-                    scores += recent[i] * setting.popularity
                 tops.append(top_n_lists(scores, batch.rows, batch.indices, self.top_n))
         top = np.concatenate(tops) if tops else np.zeros((0, self.top_n), dtype=np.int64)
         per_user: dict = {}
@@ -164,10 +164,7 @@ def choose_blend(model: UserAE, fits: list[ItemItemFit], ae_metrics: dict, train
         for blend in blends:
             run(TermSetting(at.fit if blend > 0 else 0, blend, at.half_life, at.window, at.popularity))
     chosen = best()
-    scorer.use(chosen.fit)
-    model.item_item.set_blend(chosen.blend)
-    model.config.item_half_life = chosen.half_life if chosen.blend > 0 else None
-    model.recent.set(scorer.counts, chosen.window, chosen.popularity)
+    scorer.apply(chosen)
     metrics = selection.metrics
     log.info("item-item blend %.1f, half-life %s; recent popularity %d bins x %g: validation ndcg@10 %.4f "
              "(AE alone %.4f)", chosen.blend, model.config.item_half_life, chosen.window, chosen.popularity,
