@@ -105,6 +105,7 @@ def user_batch(
     generator: torch.Generator | None = None,
     low_target_weight: float | None = None,
     liked_rating: float = LIKED_RATING,
+    ages: bool = True,
 ) -> UserBatch:
     """EmbeddingBag inputs of the users ``rows`` ((B,) int64 rows of ``csr``).
 
@@ -113,7 +114,8 @@ def user_batch(
     ones are scaled by 1 / (1 - dropout) as in inverted dropout. ``low_target_weight``
     gives the entries below ``liked_rating`` that loss weight (liked ones weigh 1); None
     leaves every entry a target of weight 1. Each entry's stars and age in its user's rating
-    order ride along (``item_inputs``: the item-item term's input).
+    order ride along (``item_inputs``: the item-item term's input; ``ages`` False leaves the
+    ages out, for training batches, which the term never sees: a sort per batch saved).
     """
     positions, counts = gather_entries(csr.indptr, rows)
     norm = 1.0 / np.sqrt(np.maximum(counts, 1)).astype(np.float32)
@@ -137,7 +139,7 @@ def user_batch(
         rows=torch.from_numpy(batch_rows),
         targets=target_weights,
         ratings=torch.from_numpy(np.ascontiguousarray(ratings, dtype=np.float32)),
-        ages=torch.from_numpy(entry_ages(batch_rows, films, csr.timestamps[positions])),
+        ages=torch.from_numpy(entry_ages(batch_rows, films, csr.timestamps[positions])) if ages else None,
         last_times=torch.from_numpy(last_times),
     )
 

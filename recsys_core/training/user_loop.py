@@ -70,7 +70,7 @@ def train_epoch(model: UserAE, loop: EpochLoop, epoch: int) -> tuple[float, int]
                      progress.count)  # fmt: skip
             break
         batch = user_batch(loop.csr, order[lo : lo + loop.batch_size], config.user.input_dropout, loop.generator,
-                           config.low_target_weight, config.user.liked_rating).to(device)  # fmt: skip
+                           config.low_target_weight, config.user.liked_rating, ages=False).to(device)  # fmt: skip
         with autocast(device, loop.bf16):
             if loop.sampled:
                 negatives = torch.randint(loop.csr.n_films, (config.negatives,), generator=loop.generator)
