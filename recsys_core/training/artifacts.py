@@ -130,9 +130,8 @@ def load_models(
     with reading(f"{directory}/{MANIFEST}", "model manifest (no dims or config)", fix):
         dims, config = manifest["dims"], manifest["config"]
         film = FilmAE(dims["n_genome"], dims["n_genres"], dims["n_numeric"], FilmAEConfig(**config["film"]))
-        user_config = UserAEConfig(**config["user"])
-        user_config.validate()
-        user = UserAE(dims["n_films"], torch.zeros(dims["n_films"], dims["film_content_dim"]), user_config)
+    check_user_config(manifest, f"{directory}/{MANIFEST}")
+    user = UserAE(dims["n_films"], torch.zeros(dims["n_films"], dims["film_content_dim"]), UserAEConfig(**config["user"]))
     for model, name in ((film, FILM_WEIGHTS), (user, USER_WEIGHTS)):
         path = f"{directory}/{name}"
         try:
