@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import torch
+from threadpoolctl import threadpool_limits
 
 from recsys_core import defaults, fs_swap
 from recsys_core.data.csr import RatingsCSR
@@ -44,7 +45,6 @@ from recsys_core.progress import Progress
 from recsys_core.publish.contract import SCHEMA
 from recsys_core.ranking.top_n import top_n_unseen
 from recsys_core.reproducible import warm_up_cpu_math
-from recsys_core.scoring.blas_threads import openblas_threads
 from recsys_core.scoring.candidates import FilmTables, certified_top_n
 from recsys_core.scoring.reference import exact_top_n
 from recsys_core.training import artifacts
@@ -187,8 +187,12 @@ class BatchScorer:
         user embedding -> scores over the films (+ the model's terms) -> seen masked -> top-N."""
         chunk = CPU_CHUNK_USERS if self.device.type == "cpu" else max(len(rows), 1)
         parts = []
-        # the caller's share of the threads, for torch and for the BLAS product (blas_threads.py)
-        with torch_threads(self._threads), openblas_threads(self._threads) if self._ahead else nullcontext():
+        # the caller's share of the threads, for torch and for numpy's BLAS product: with a
+        # helper thread building the next chunk, OpenBLAS's own workers spin on the helper's
+        # core between products (measured loaded: 1.8 s per 2,048 users on two OpenBLAS
+        # threads against 1.06 s on one)
+        blas = threadpool_limits(limits=self._threads, user_api="blas") if self._ahead else nullcontext()
+        with torch_threads(self._threads), blas:
             pending = self._start(csr, rows[:chunk], 0)
             for i, lo in enumerate(range(0, len(rows), chunk)):
                 current = pending.result()  # re-raises what the helper raised
