@@ -8,7 +8,7 @@ import torch
 
 from recsys_core.data.csr import RatingsCSR
 from recsys_core.models import UserAE, UserAEConfig
-from recsys_core.models.ease import ease_weights, gram
+from recsys_core.models.ease import ease_weights, gram, precision_matrix
 from recsys_core.models.item_item import ItemItemTerm
 from recsys_core.models.user_ae import UserBatch
 from recsys_core.training.item_item import ItemItemConfig, fit_item_item, most_liked_films
@@ -57,6 +57,21 @@ def test_ease_weights_are_each_films_ridge_regression_on_the_others():
         others = [i for i in range(10) if i != j]
         reference = torch.linalg.solve(g[others][:, others] + lam * torch.eye(9, dtype=g.dtype), g[others, j])
         torch.testing.assert_close(b[others, j], reference, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_precision_matrix_inverts_through_cholesky_and_falls_back_to_lu(dtype):
+    x = torch.from_numpy(liked_dense(random_csr(seed=2))[:, :12]).to(dtype)
+    g = x.T @ x
+    before = g.clone()
+    p = precision_matrix(g, 2.0, dtype)
+    eye = torch.eye(12, dtype=dtype)
+    tol = 1e-4 if dtype == torch.float32 else 1e-10
+    torch.testing.assert_close((g + 2.0 * eye) @ p, eye, atol=tol, rtol=0)
+    assert torch.equal(g, before)  # the penalty added in place is taken back
+    # not positive definite (a negative penalty): the Cholesky factor fails, LU still inverts
+    m = g - (torch.linalg.eigvalsh(g.double()).max().item() / 2) * eye
+    torch.testing.assert_close(m @ precision_matrix(m, 0.0, dtype), eye, atol=tol * 100, rtol=0)
 
 
 def test_fit_keeps_each_films_strongest_weights_and_none_for_unfitted_films():

@@ -70,10 +70,24 @@ def precision_matrix(g: torch.Tensor, l2: float | torch.Tensor, dtype: torch.dty
     diagonal = p.diagonal().clone() if p.data_ptr() == g.data_ptr() else None
     p.diagonal().add_(torch.as_tensor(l2, dtype=torch.float64).to(dtype))
     try:
-        return torch.linalg.inv(p)
+        return _inverse_spd(p)
     finally:
         if diagonal is not None:
             p.diagonal().copy_(diagonal)
+
+
+def _inverse_spd(p: torch.Tensor) -> torch.Tensor:
+    """The inverse of the symmetric positive definite ``p`` through its Cholesky factor.
+
+    Half the arithmetic of ``torch.linalg.inv``'s LU route (n^3 against 2n^3 flops: at
+    20,000 films minutes on 2 CPU cores); where the factor fails in the precision at hand
+    (a Gram so ill-conditioned in float32 that a pivot turns <= 0), LU is used.
+    """
+    factor, info = torch.linalg.cholesky_ex(p)
+    if int(info.max()) == 0:
+        return torch.cholesky_inverse(factor)
+    del factor
+    return torch.linalg.inv(p)
 
 
 def dropout_penalty(counts: torch.Tensor, lam: float, p: float) -> torch.Tensor:
