@@ -1,7 +1,7 @@
 """Score every snapshot user: top-N unseen films into the staging partition (torch; GPU when present).
 
     python jobs/score.py --warehouse DIR --ds YYYY-MM-DD [--top-n 100] [--device auto|cpu|cuda]
-                         [--batch-size 2048] [--min-user-films 1]
+                         [--batch-size 2048] [--min-user-films 1] [--exact]
 
 Writes ``_staging/recommendations/ds=…/`` for ``jobs/check.py`` and ``jobs/publish.py``.
 """

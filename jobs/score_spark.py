@@ -1,7 +1,7 @@
 """Score every snapshot user on Spark executors: the same staging partition as ``jobs/score.py``.
 
     spark-submit jobs/score_spark.py --warehouse DIR --ds YYYY-MM-DD [--top-n 100] [--device auto|cpu|cuda]
-                                     [--batch-size 2048] [--min-user-films 1] [--torch-threads 0]
+                                     [--batch-size 2048] [--min-user-films 1] [--exact] [--torch-threads 0]
 
 For users beyond one machine: the model is broadcast to the executors and each scores its
 partitions of ``features/ds=…/users`` with torch (CUDA on executors that have it). The

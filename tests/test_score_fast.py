@@ -9,6 +9,8 @@ the exact path's, bit for bit.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -275,3 +277,18 @@ def test_cuda_writes_the_exact_rows_and_the_cpu_reference():
         on_cuda, users.to(cuda), term.to(cuda), seen_rows.to(cuda), seen_films.to(cuda), n, 4
     )
     assert_same_lists(got, want)
+
+
+@pytest.mark.parametrize("job", ["score.py", "score_spark.py"])
+def test_both_scoring_jobs_take_exact_from_the_command_line(job):
+    """``--exact`` (check the fast path against ranking every film) reaches ``ScoreConfig``."""
+    from recsys_core.entrypoint import JobArgumentParser
+    from recsys_core.scoring.options import add_score_arguments, score_config
+
+    parser = JobArgumentParser(description=job)
+    add_score_arguments(parser)
+    base = ["--warehouse", "/tmp/w", "--ds", "2024-01-01"]
+    assert score_config(parser.parse_args(base)).exact is False
+    assert score_config(parser.parse_args([*base, "--exact"])).exact is True
+    source = (Path(__file__).resolve().parents[1] / "jobs" / job).read_text()
+    assert "add_score_arguments(parser" in source and "--exact" in source
