@@ -47,6 +47,7 @@ import pyarrow.csv as pacsv
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from recsys_core.defaults import MIN_MODEL_RATIO
 from recsys_core.evaluation.run import DEFAULT_METHODS, MODEL
 
 log = logging.getLogger("quality")
@@ -138,8 +139,19 @@ def summary(results: dict) -> dict:
     model = results.get("model") or {}
     return {"seed": results["seed"], "ds": results["ds"], "split": results["split"],
             "catalog_films": results["catalog_films"], "training_users": results["training_users"],
-            "methods": keep, "model": {k: model.get(k) for k in ("best_epoch", "epochs_run", "item_item")},
+            "methods": keep, "model": {**{k: model.get(k) for k in ("best_epoch", "epochs_run", "item_item")},
+                                       "gate": gate(model.get("metrics") or {})},
             "timings": results["timings"]}  # fmt: skip
+
+
+def gate(metrics: dict) -> dict:
+    """The nightly gate's model-quality figures of one training run (``jobs/check.py``:
+    validation NDCG@10 at least ``MIN_MODEL_RATIO`` x popularity's on the same users)."""
+    model = (metrics.get("model") or {}).get("ndcg@10", float("nan"))
+    popularity = (metrics.get("popularity") or {}).get("ndcg@10", float("nan"))
+    ratio = model / popularity if popularity else float("nan")
+    return {"model_ndcg@10": model, "popularity_ndcg@10": popularity, "ratio": ratio,
+            "passes": bool(ratio >= MIN_MODEL_RATIO)}  # fmt: skip
 
 
 def run_dataset(ds: Dataset, data_dir: Path, out: Path, seeds: list[int], methods: list[str], spark_of,
@@ -211,6 +223,10 @@ def aggregate(ds: Dataset, runs: list[dict], methods: list[str], seeds: list[int
             cov = table["ease"]["catalog_coverage@10"]["mean"]
             ratios["coverage_vs_ease"] = table[MODEL]["catalog_coverage@10"]["mean"] / cov if cov else None
         out["model_ratios"] = ratios
+    gates = [r["model"]["gate"] for r in runs if r["seed"] in seeds and (r.get("model") or {}).get("gate")]
+    if gates:
+        out["gate"] = {"runs": len(gates), "passed": sum(g["passes"] for g in gates),
+                       "lowest_ratio": min(g["ratio"] for g in gates)}  # fmt: skip
     return out
 
 
@@ -235,6 +251,11 @@ def render(report: dict) -> str:
             if r.get("coverage_vs_ease") is not None:
                 parts.append(f"coverage@10 {r['coverage_vs_ease']:.3f}× ease")
             lines += ["", "model / best baseline: " + "; ".join(parts)]
+        g = d.get("gate")
+        if g:
+            passed = (f"nightly gate (validation NDCG@10 >= {MIN_MODEL_RATIO}x popularity's): passed in "
+                      f"{g['passed']} of {g['runs']} training runs, lowest ratio {g['lowest_ratio']:.2f}")  # fmt: skip
+            lines += ["", passed]
         lines.append("")
     return "\n".join(lines)
 
