@@ -80,12 +80,14 @@ def _inverse_spd(p: torch.Tensor) -> torch.Tensor:
     """The inverse of the symmetric positive definite ``p`` through its Cholesky factor.
 
     Half the arithmetic of ``torch.linalg.inv``'s LU route (n^3 against 2n^3 flops: at
-    20,000 films minutes on 2 CPU cores); where the factor fails in the precision at hand
-    (a Gram so ill-conditioned in float32 that a pivot turns <= 0), LU is used.
+    20,000 films minutes on 2 CPU cores), and one n x n matrix beside ``p`` instead of two:
+    the factor is inverted in place (LAPACK's potri; 1.6 GB less at 20,000 films in float32).
+    Where the factor fails in the precision at hand (a Gram so ill-conditioned in float32
+    that a pivot turns <= 0), LU is used.
     """
     factor, info = torch.linalg.cholesky_ex(p)
     if int(info.max()) == 0:
-        return torch.cholesky_inverse(factor)
+        return torch.cholesky_inverse(factor, out=factor)
     del factor
     return torch.linalg.inv(p)
 
