@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import shutil
 import statistics
@@ -140,7 +141,7 @@ def summary(results: dict) -> dict:
     return {"seed": results["seed"], "ds": results["ds"], "split": results["split"],
             "catalog_films": results["catalog_films"], "training_users": results["training_users"],
             "methods": keep, "model": {**{k: model.get(k) for k in ("best_epoch", "epochs_run", "item_item")},
-                                       "gate": gate(model.get("metrics") or {})},
+                                       "gate": gate(model["metrics"]) if model.get("metrics") else None},
             "timings": results["timings"]}  # fmt: skip
 
 
@@ -149,9 +150,9 @@ def gate(metrics: dict) -> dict:
     validation NDCG@10 at least ``MIN_MODEL_RATIO`` x popularity's on the same users)."""
     model = (metrics.get("model") or {}).get("ndcg@10", float("nan"))
     popularity = (metrics.get("popularity") or {}).get("ndcg@10", float("nan"))
-    ratio = model / popularity if popularity else float("nan")
+    ratio = model / popularity if popularity > 0 else (float("inf") if model > 0 else float("nan"))
     return {"model_ndcg@10": model, "popularity_ndcg@10": popularity, "ratio": ratio,
-            "passes": bool(ratio >= MIN_MODEL_RATIO)}  # fmt: skip
+            "passes": bool(model >= MIN_MODEL_RATIO * popularity)}  # fmt: skip  # check.py's rule
 
 
 def run_dataset(ds: Dataset, data_dir: Path, out: Path, seeds: list[int], methods: list[str], spark_of,
@@ -223,10 +224,11 @@ def aggregate(ds: Dataset, runs: list[dict], methods: list[str], seeds: list[int
             cov = table["ease"]["catalog_coverage@10"]["mean"]
             ratios["coverage_vs_ease"] = table[MODEL]["catalog_coverage@10"]["mean"] / cov if cov else None
         out["model_ratios"] = ratios
-    gates = [r["model"]["gate"] for r in runs if r["seed"] in seeds and (r.get("model") or {}).get("gate")]
+    gates = [r["model"]["gate"] for r in runs
+             if MODEL in r["methods"] and r["seed"] in seeds and (r.get("model") or {}).get("gate")]  # fmt: skip
     if gates:
         out["gate"] = {"runs": len(gates), "passed": sum(g["passes"] for g in gates),
-                       "lowest_ratio": min(g["ratio"] for g in gates)}  # fmt: skip
+                       "lowest_ratio": min((g["ratio"] for g in gates), key=lambda x: (not math.isnan(x), x))}  # fmt: skip  # NaN (no figure) first
     return out
 
 

@@ -64,6 +64,7 @@ def test_precision_matrix_inverts_through_cholesky_and_falls_back_to_lu(dtype):
     x = torch.from_numpy(liked_dense(random_csr(seed=2))[:, :12]).to(dtype)
     g = x.T @ x
     before = g.clone()
+    threads = torch.get_num_threads()
     p = precision_matrix(g, 2.0, dtype)
     eye = torch.eye(12, dtype=dtype)
     tol = 1e-4 if dtype == torch.float32 else 1e-10
@@ -72,6 +73,13 @@ def test_precision_matrix_inverts_through_cholesky_and_falls_back_to_lu(dtype):
     # not positive definite (a negative penalty): the Cholesky factor fails, LU still inverts
     m = g - (torch.linalg.eigvalsh(g.double()).max().item() / 2) * eye
     torch.testing.assert_close(m @ precision_matrix(m, 0.0, dtype), eye, atol=tol * 100, rtol=0)
+    assert torch.get_num_threads() == threads  # the one-thread inverse gives the count back
+    bad = g.clone()
+    bad[3, 1] = float("nan")  # NaN in the triangle the factor reads
+    with pytest.raises(ValueError, match="non-finite"):
+        precision_matrix(bad, 2.0, dtype)
+    with pytest.raises(ValueError, match="non-finite"):
+        precision_matrix(g, float("nan"), dtype)
 
 
 def test_fit_keeps_each_films_strongest_weights_and_none_for_unfitted_films():

@@ -294,6 +294,7 @@ def run_scoring(warehouse: Warehouse, ds: str, config: ScoreConfig | None = None
             models.user.film_vectors().detach().float().cpu().numpy(), models.user.film_bias.detach().cpu().numpy(),
             version,
         )  # fmt: skip
-    log.info("scored %d users into %d rows in %.1fs (%d not certified by the fast path: ranked exactly)",
-             summary["users"], summary["rows"], summary["seconds"], summary["uncertified_users"])  # fmt: skip
+    how = ("every film ranked by the reference score (--exact)" if config.exact else
+           f"{summary['uncertified_users']} not certified by the fast path: ranked exactly")  # fmt: skip
+    log.info("scored %d users into %d rows in %.1fs (%s)", summary["users"], summary["rows"], summary["seconds"], how)
     return summary

@@ -265,6 +265,7 @@ def run_spark_scoring(spark: SparkSession, warehouse: Warehouse, ds: str, config
             "ds": ds, "top_n": config.top_n, "model_version": version, "device": ",".join(sorted(devices.value)),
             "users": n_users, "model_users": model_users, "popularity_users": n_users - model_users,
             "rows": written, "films": len(movie_ids), "seconds": round(time.monotonic() - started, 3),
+            "exact": config.exact,
             "engine": "spark", "master": sc.master,
         }  # fmt: skip
         fs.write_text(spark, f"{staging}/{SCORING_META}", json.dumps(summary, indent=2))

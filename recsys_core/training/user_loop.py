@@ -66,7 +66,7 @@ def train_epoch(model: UserAE, loop: EpochLoop, epoch: int) -> tuple[float, int]
     total = 0.0
     for lo in range(0, len(order), loop.batch_size):
         if progress.count and time.monotonic() >= loop.deadline:
-            log.info("time cap of %.1f min reached inside epoch %d after %d users", config.max_minutes, epoch,
+            log.info("time cap of %g min reached inside epoch %d after %d users", config.max_minutes, epoch,
                      progress.count)  # fmt: skip
             break
         batch = user_batch(loop.csr, order[lo : lo + loop.batch_size], config.user.input_dropout, loop.generator,
@@ -180,7 +180,7 @@ def train_user_ae(train: RatingsCSR, validation: Validation, film_content: torch
                      best.epoch)  # fmt: skip
             break
         if time.monotonic() >= deadline:
-            log.info("time cap of %.1f min reached after epoch %d", config.max_minutes, epoch)
+            log.info("time cap of %g min reached after epoch %d", config.max_minutes, epoch)
             break
     assert best is not None  # max_epochs >= 1 (TrainConfig.validate)
     model.load_state_dict(best.state)
