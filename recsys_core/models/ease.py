@@ -24,8 +24,13 @@ from recsys_core.data.csr import RatingsCSR
 DOUBLE_MAX_FILMS = 12_000  # invert in float64 up to this many films, float32 above (memory)
 
 
-def gram(csr: RatingsCSR, films: np.ndarray | None = None, block: int = 2048) -> torch.Tensor:
+def gram(csr: RatingsCSR, films: np.ndarray | None = None, block: int = 512) -> torch.Tensor:
     """(m, m) float32 co-occurrence counts ``X^T X`` of ``csr``'s entries restricted to ``films``.
+
+    Built ``block`` films at a time: each block's sparse product holds up to block x m
+    entries with their indices while it is made dense. At 20,000 films and every rating of
+    the full release, blocks of 2,048 peaked at 11.9 GiB RSS in the build, blocks of 512 at
+    8.2 GiB, in the same time (~54 s).
 
     ``films``: (m,) sorted film indices (None: every film, m = ``csr.n_films``); row and
     column ``i`` of the result are ``films[i]``. Counts are exact below 2^24 users.
