@@ -6,7 +6,8 @@ Training and scoring both call ``select_device`` and run their forward passes un
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import torch
 
@@ -33,3 +34,14 @@ def select_device(requested: str = "auto") -> tuple[torch.device, bool]:
 def autocast(device: torch.device, bf16: bool) -> AbstractContextManager:
     """bf16 autocast on ``device`` when ``bf16``, else a no-op context."""
     return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """torch's intra-op threads of the calling thread set to ``count`` inside the block."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from recsys_core.data.csr import RatingsCSR
+from recsys_core.device import torch_threads
 from recsys_core.models.user_ae import UserAE, UserAEConfig
 from recsys_core.scoring.candidates import (
     BLOCK,
@@ -26,7 +27,7 @@ from recsys_core.scoring.candidates import (
     distinct_seen,
 )
 from recsys_core.scoring.reference import exact_top_n, pairwise_dot
-from recsys_core.scoring.score import CPU_CHUNK_USERS, BatchScorer, torch_threads
+from recsys_core.scoring.score import CPU_CHUNK_USERS, BatchScorer
 
 torch.set_num_threads(1)
 CPU = torch.device("cpu")

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from recsys_core.data.csr import RatingsCSR
+from recsys_core.device import torch_threads
 
 DOUBLE_MAX_FILMS = 12_000  # invert in float64 up to this many films, float32 above (memory)
 
@@ -100,12 +101,8 @@ def _inverse_spd(p: torch.Tensor) -> torch.Tensor:
     """
     factor, info = torch.linalg.cholesky_ex(p)
     if int(info.max()) == 0:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with torch_threads(1):
             return torch.cholesky_inverse(factor, out=factor)
-        finally:
-            torch.set_num_threads(threads)
     del factor
     if not bool(torch.isfinite(p).all()):
         raise ValueError("the Gram matrix plus its penalty has non-finite entries (NaN or inf): cannot invert")

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,7 +36,7 @@ from threadpoolctl import threadpool_limits
 from recsys_core import defaults, fs_swap
 from recsys_core.data.csr import RatingsCSR
 from recsys_core.data.features import load_features
-from recsys_core.device import autocast, select_device
+from recsys_core.device import autocast, select_device, torch_threads
 from recsys_core.errors import ConfigError
 from recsys_core.model_version import model_version
 from recsys_core.models.user_ae import UserAE, UserBatch, encode_users, user_batch
@@ -208,17 +208,6 @@ class BatchScorer:
     def popular_rows(self, csr: RatingsCSR, rows: np.ndarray, user_ids: np.ndarray) -> pa.Table:
         """Rows of the users ``rows`` of ``csr`` from the popularity fallback."""
         return popular_rows_table(csr, rows, user_ids, self.film_counts, self.movie_ids, self.version, self.top_n)
-
-
-@contextmanager
-def torch_threads(count: int) -> Iterator[None]:
-    """torch's intra-op threads of the calling thread set to ``count`` inside the block."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def rows_writer(path: str, filesystem: pafs.FileSystem | None = None) -> pq.ParquetWriter:
