@@ -146,13 +146,16 @@ def summary(results: dict) -> dict:
 
 
 def gate(metrics: dict) -> dict:
-    """The nightly gate's model-quality figures of one training run (``jobs/check.py``:
-    validation NDCG@10 at least ``MIN_MODEL_RATIO`` x popularity's on the same users)."""
-    model = (metrics.get("model") or {}).get("ndcg@10", float("nan"))
-    popularity = (metrics.get("popularity") or {}).get("ndcg@10", float("nan"))
+    """The nightly gate's model-quality verdict on one training run's validation ``metrics``
+    (the manifest's), by ``jobs/check.py``'s own check: validation NDCG@10 at least
+    ``MIN_MODEL_RATIO`` x popularity's on the same users."""
+    from recsys_core.scoring.check import Report, check_model_quality
+
+    report = Report(ds="evaluation")
+    check_model_quality(report, {"metrics": metrics}, MIN_MODEL_RATIO)
+    model, popularity = report.figures["model_ndcg@10"], report.figures["popularity_ndcg@10"]
     ratio = model / popularity if popularity > 0 else (float("inf") if model > 0 else float("nan"))
-    return {"model_ndcg@10": model, "popularity_ndcg@10": popularity, "ratio": ratio,
-            "passes": bool(model >= MIN_MODEL_RATIO * popularity)}  # fmt: skip  # check.py's rule
+    return {"model_ndcg@10": model, "popularity_ndcg@10": popularity, "ratio": ratio, "passes": report.passed}
 
 
 def run_dataset(ds: Dataset, data_dir: Path, out: Path, seeds: list[int], methods: list[str], spark_of,
