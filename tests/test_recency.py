@@ -27,7 +27,7 @@ from recsys_core.training import artifacts
 from recsys_core.training.blend import choose_blend
 from recsys_core.training.config import TrainConfig
 from recsys_core.training.item_item import ItemItemConfig, ItemItemPoint, fit_item_item
-from recsys_core.training.item_search import search_item_item
+from recsys_core.training.item_search import SearchCost, search_item_item
 from recsys_core.training.train import run_training
 from recsys_core.training.validation import model_metrics, split_validation
 
@@ -127,6 +127,21 @@ def test_the_search_stops_at_its_time_budget():
     assert len(search.tried) == 1 and search.stopped_early  # the first point always runs
     whole = search_item_item(train, validation, replace(config, item=ItemItemConfig()), CPU)
     assert len(whole.tried) == 2 + 2 + 3 * 2 and not whole.stopped_early  # feedbacks, lambdas, dropouts x 2
+
+
+def test_the_search_cost_counts_the_gram_a_point_must_build_and_the_cubic_fit():
+    """The stop rule's prediction (issue 15: the old rule ignored the next Gram and overran
+    its budget by 20% at full scale): Gram seconds scale with input entries, fit seconds
+    with films cubed, and a point on an already built Gram pays no Gram."""
+    cost = SearchCost()
+    cost.saw_gram(17.0, 13_500_000)  # the liked Gram at full scale
+    cost.saw_fit(72.0, 20_000, 3.0)  # its fit, then its validation
+    assert cost.predict(20_000, 0) == pytest.approx(75.0)  # another lambda on the same Gram
+    assert cost.predict(20_000, 27_000_000) == pytest.approx(34.0 + 75.0)  # every rating: a new Gram first
+    assert cost.predict(10_000, 0) == pytest.approx(9.0 + 3.0)  # half the films: an eighth of the fit
+    cost.saw_fit(10.0, 20_000, 1.0)  # a faster fit does not lower the rates (the slowest seen)
+    assert cost.predict(20_000, 0) == pytest.approx(75.0)
+    assert SearchCost().predict(20_000, 27_000_000) == 0.0  # nothing measured: the first point runs
 
 
 def drifting_users(n_users: int, seed: int) -> RatingsCSR:

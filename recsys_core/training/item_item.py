@@ -84,6 +84,11 @@ def most_liked_films(liked: RatingsCSR, max_films: int) -> np.ndarray:
     return np.sort(ranked[: min(max_films, int((counts > 0).sum()))])
 
 
+def fitted_films(data: RatingsCSR, max_films: int) -> int:
+    """How many films ``most_liked_films(data, max_films)`` returns (without sorting them)."""
+    return min(max_films, int(np.count_nonzero(np.bincount(data.indices, minlength=data.n_films))))
+
+
 def strongest(b: torch.Tensor, k: int, block: int = 2048) -> torch.Tensor:
     """(rows, k) column indices of each row's ``k`` largest |weights| (in row blocks: no |B| copy)."""
     return torch.cat([torch.topk(b[lo : lo + block].abs(), k, dim=1).indices for lo in range(0, b.shape[0], block)])

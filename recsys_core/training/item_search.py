@@ -18,10 +18,12 @@ The term alone steers the search; which of the fits tried the model keeps is cho
 the AE's epochs with the blend, on the whole model (``recsys_core.training.blend``): a term
 that does best alone is not always the one that best complements the AE (ml-latest-small
 as of 2008: lambda 800 alone, lambda 200 with the AE). The Gram matrix of a feedback is
-built once. Every fit costs about the same (cubic in the
-fitted films), so the search stops before a fit that would take it past
-``search_share * max_minutes`` (the first point always runs): small data gets the whole
-search, the full release on 2 CPU cores its first points, a GPU most of it.
+built once per run of points on it. The search stops before a point whose predicted cost
+would take it past ``search_share * max_minutes`` (the first point always runs): small data
+gets the whole search, the full release on 2 CPU cores its first points, a GPU most of it.
+The prediction (``SearchCost``) counts the Gram matrix the point must build first, not only
+its fit: at full scale the every-rating Gram takes 50-100 s on 2 CPU cores, and a rule that
+ignored it overran its 180 s budget by 20% and built a 1.6 GB matrix it had no time to use.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ from recsys_core.models.item_item import ItemItemTerm
 from recsys_core.models.user_ae import UserBatch, item_inputs
 from recsys_core.ranking.metrics import validation_metrics
 from recsys_core.training.config import TrainConfig
-from recsys_core.training.item_item import GramOf, ItemItemFit, ItemItemPoint, build_gram, solve
+from recsys_core.training.item_item import (GramOf, ItemItemFit, ItemItemPoint, build_gram, feedback_csr,
+                                            fitted_films, solve)
 from recsys_core.training.selection import METRIC, Selection
 from recsys_core.training.validation import Validation, top_n_of
 
@@ -62,6 +65,30 @@ class Search:
         # is chosen with the blend (the manifest's item_item.fit indexes "tried")
         return {"best_alone": asdict(self.best.point), "metrics": self.metrics, "tried": self.tried,
                 "stopped_early": self.stopped_early, "seconds": round(self.seconds, 3)}  # fmt: skip
+
+
+@dataclass
+class SearchCost:
+    """The search's cost model, from what it has measured so far (each the slowest rate
+    seen): a Gram matrix costs its seconds per entry of its input, a fit (inversion and
+    pruning) its seconds per fitted film cubed (the inversion is cubic), and the term's
+    validation its seconds."""
+
+    gram_per_entry: float = 0.0  # seconds per input entry
+    fit_per_film3: float = 0.0  # seconds per fitted film^3
+    validation: float = 0.0  # seconds
+
+    def saw_gram(self, seconds: float, entries: int) -> None:
+        self.gram_per_entry = max(self.gram_per_entry, seconds / max(entries, 1))
+
+    def saw_fit(self, fit_seconds: float, films: int, validation_seconds: float) -> None:
+        self.fit_per_film3 = max(self.fit_per_film3, fit_seconds / max(films, 1) ** 3)
+        self.validation = max(self.validation, validation_seconds)
+
+    def predict(self, films: int, gram_entries: int) -> float:
+        """Seconds of a point fitting ``films`` films, building first a Gram of
+        ``gram_entries`` input entries (0: its Gram is already built)."""
+        return self.gram_per_entry * gram_entries + self.fit_per_film3 * films**3 + self.validation
 
 
 def term_metrics(fit: ItemItemFit, train: RatingsCSR, validation: Validation, config: TrainConfig,
@@ -91,26 +118,32 @@ def search_item_item(train: RatingsCSR, validation: Validation, config: TrainCon
     scored: dict[ItemItemPoint, float] = {}  # NDCG@10 of each point tried, in order
     search = Search(best=empty_fit(train.n_films), metrics={})
     selection = Selection()
-    fit_seconds = 0.0
+    cost = SearchCost()
+    sizes: dict[str, tuple[int, int]] = {}
 
     def run(point: ItemItemPoint) -> None:
-        nonlocal fit_seconds
         if point in scored or search.stopped_early:
             return
         spent = time.monotonic() - started
-        if scored and spent + fit_seconds > budget:
-            log.info("item-item search: %.0fs spent, the next fit (~%.0fs) would pass its budget of %.0fs; "
-                     "stopping at %d points", spent, fit_seconds, budget, len(scored))  # fmt: skip
+        if point.feedback not in sizes:  # (input entries, fitted films)
+            data = feedback_csr(train, point.feedback, config.user.liked_rating)
+            sizes[point.feedback] = len(data.indices), fitted_films(data, item.max_films)
+        entries, films = sizes[point.feedback]
+        predicted = cost.predict(films, 0 if point.feedback in grams else entries)
+        if scored and spent + predicted > budget:
+            log.info("item-item search: %.0fs spent, the next point (%s input, ~%.0fs) would pass its budget of "
+                     "%.0fs; stopping at %d points", spent, point.feedback, predicted, budget, len(scored))  # fmt: skip
             search.stopped_early = True
             return
         if point.feedback not in grams:
             grams.clear()  # one Gram at a time: at 20,000 films each is 1.6 GB
             grams[point.feedback] = build_gram(train, point.feedback, item.max_films, config.user.liked_rating, device)
+            cost.saw_gram(grams[point.feedback].seconds, entries)
         t0 = time.monotonic()
         fit = solve(grams[point.feedback], train.n_films, k, point)
         fit.gram_seconds = grams[point.feedback].seconds
         metrics, per_user = term_metrics(fit, train, validation, config, device)
-        fit_seconds = max(fit_seconds, time.monotonic() - t0)
+        cost.saw_fit(fit.seconds, fit.films, time.monotonic() - t0 - fit.seconds)
         value = metrics.get(METRIC, -math.inf)
         if selection.offer(point, metrics, per_user):  # by a margin over the held point (selection.py)
             search.best, search.metrics = fit, metrics
