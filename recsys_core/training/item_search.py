@@ -41,8 +41,15 @@ from recsys_core.models.item_item import ItemItemTerm
 from recsys_core.models.user_ae import UserBatch, item_inputs
 from recsys_core.ranking.metrics import validation_metrics
 from recsys_core.training.config import TrainConfig
-from recsys_core.training.item_item import (GramOf, ItemItemFit, ItemItemPoint, build_gram, feedback_csr,
-                                            fitted_films, solve)
+from recsys_core.training.item_item import (
+    GramOf,
+    ItemItemFit,
+    ItemItemPoint,
+    build_gram,
+    feedback_csr,
+    fitted_films,
+    solve,
+)
 from recsys_core.training.selection import METRIC, Selection
 from recsys_core.training.validation import Validation, top_n_of
 
