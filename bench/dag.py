@@ -3,6 +3,7 @@
     .venv/bin/python bench/dag.py --scale 1.0                       # generate, then the chain
     .venv/bin/python bench/dag.py --scale 0.1 --reuse --with-als    # the side-by-side ratio
     .venv/bin/python bench/dag.py --scale 0.01 --postgres           # also publish to PostgreSQL
+    .venv/bin/python bench/dag.py --scale 1.0 --reuse --converged   # and train without a time budget
 
 Generates the drop (``recsys generate``, into ``DIR/raw-S-SEED``, the same place as
 ``bench/prep.py``; ``--reuse`` keeps one already there), then runs what the DAG
@@ -14,6 +15,10 @@ warehouse) as ``python jobs/…``. ``--postgres`` publishes again, to a throwawa
 server (``tests/pg.py``, fsync off; its own memory is not in the peak), shown beside the
 SQLite publish. ``--with-als`` then runs ``bench/als.py`` (Spark MLlib ALS, rank 64, 10
 iterations, fit + ``recommendForAllUsers(100)`` to Parquet) on the same ``ratings.csv``.
+``--converged`` then trains the same model on the same features without a time budget
+(``bench/convergence.py``, into ``DIR/converged-S-SEED``; with ``--reuse`` a finished one
+there is kept) and prints the nightly model's validation NDCG@10 beside the converged one's,
+with the curve in ``DIR/converged-S-SEED/convergence.png``.
 
 Prints one table (wall seconds and peak RSS of the process tree, sampled every 0.2 s,
 per stage, with the 1-minute load average at its end; the chain's total and peak; ALS and
@@ -39,6 +44,7 @@ from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
+import convergence
 from prep import BIN, ROOT, measure
 
 from recsys_core.defaults import RUN_PARAMS
@@ -132,7 +138,11 @@ def report(out: dict) -> str:
     if "als" in out:
         ratio = out["ratio_to_als"]
         bars.append(f"chain / ALS {ratio:.3f} <= {ALS_BAR_RATIO}: {ratio <= ALS_BAR_RATIO}")
-    rows.append("the bar (scale 1.0: time and peak; scale 0.1: the ratio): " + "; ".join(bars))
+    if "convergence" in out:
+        c = out["convergence"]
+        bars.append(f"NDCG@10 / converged {c['ratio']:.4f} >= {c['bar']}: {c['within_1pct']}")
+    rows.append("the bar (scale 1.0: time, peak and NDCG@10 against convergence; scale 0.1: the ratio): "
+                + "; ".join(bars))
     return "\n".join(rows)
 
 
@@ -152,6 +162,8 @@ def main() -> None:
     parser.add_argument("--postgres", action="store_true", help="publish to PostgreSQL as well")
     parser.add_argument("--with-als", action="store_true", help="run Spark ALS on the same ratings")
     parser.add_argument("--als-driver-memory", default="8g", help="ALS's --driver-memory")
+    parser.add_argument("--converged", action="store_true",
+                        help="train again without a time budget and compare (bench/convergence.py)")
     args = parser.parse_args()
 
     tag = f"{args.scale}-{args.seed}"
@@ -190,6 +202,9 @@ def main() -> None:
     out.update(counts=manifest["counts"], device=manifest["device"], best_epoch=manifest.get("best_epoch"),
                epochs_run=manifest.get("epochs_run"), load_after=os.getloadavg())  # fmt: skip
 
+    if args.converged:
+        print()
+        out["convergence"] = convergence.run(wh, args.dir / f"converged-{tag}", args.ds, env, args.reuse)
     c = out["counts"]
     print(f"\nscale {args.scale}, seed {args.seed}, ds {args.ds}: {c['users']:,} users, {c['films']:,} films, "
           f"{c['ratings']:,} ratings; {out['cores']} cores, training on {out['device']}; load average "

@@ -129,6 +129,27 @@ def test_the_search_stops_at_its_time_budget():
     assert len(whole.tried) == 2 + 2 + 3 * 2 and not whole.stopped_early  # feedbacks, lambdas, dropouts x 2
 
 
+def test_the_search_skips_a_point_over_budget_and_goes_on_with_cheaper_ones():
+    """20 liked films, 1,500 films rated at all: the every-rating point's predicted fit is
+    (1500/20)^3 = 420,000x the first one's and passes any budget, so it is skipped, while the
+    lambdas on the liked Gram already built still run (a search that stopped at the first
+    point over budget tried only one point)."""
+    rng = np.random.default_rng(5)
+    users = []
+    for _ in range(300):
+        liked = [(int(f), 5.0, 200 + t) for t, f in enumerate(rng.choice(20, 3, replace=False))]
+        low = [(int(f), 2.0, 100 + t) for t, f in enumerate(rng.choice(np.arange(20, 1520), 40, replace=False))]
+        users.append(low + liked)
+    train, validation = split_validation(csr_of(users, 1520), 100, seed=1)
+    config = replace(TrainConfig(), item=ItemItemConfig(dropouts=()), max_minutes=1.0)  # a budget of 18 s
+    config.user.item_neighbours = 5
+    search = search_item_item(train, validation, config, CPU)
+    assert [(row["feedback"], row["l2"]) for row in search.tried] == [("liked", 200.0), ("liked", 50.0), ("liked", 800.0)]
+    assert search.stopped_early and [(p["feedback"], p["l2"]) for p in search.skipped] == [("all", 200.0)]
+    assert search.skipped[0]["predicted_seconds"] > 18
+    assert search.summary()["skipped"] == search.skipped
+
+
 def test_the_search_cost_counts_the_gram_a_point_must_build_and_the_cubic_fit():
     """The stop rule's prediction (issue 15: the old rule ignored the next Gram and overran
     its budget by 20% at full scale): Gram seconds scale with input entries, fit seconds

@@ -39,9 +39,10 @@ class ItemItemConfig:
     # ... and, after the AE's epochs, the recency half-lives (in ratings) of the term's
     # input tried with the blend (no decay is always tried first)
     half_lives: tuple[float, ...] = (5.0, 10.0, 20.0, 40.0, 80.0, 160.0)
-    # the search stops before a fit that would take it past this share of max_minutes
-    # (each fit's cost is cubic in the films: milliseconds at 2,000 films, minutes at 20,000
-    # on 2 CPU cores, so small data gets the whole search and the full release its first points)
+    # the search skips a point whose predicted cost (its Gram, if not built, and its fit)
+    # would take it past this share of max_minutes (each fit's cost is cubic in the films:
+    # milliseconds at 2,000 films, minutes at 20,000 on 2 CPU cores, so small data gets the
+    # whole search and the full release the points on its first Gram that fit)
     search_share: float = 0.3
 
     def validate(self) -> None:

@@ -18,12 +18,14 @@ The term alone steers the search; which of the fits tried the model keeps is cho
 the AE's epochs with the blend, on the whole model (``recsys_core.training.blend``): a term
 that does best alone is not always the one that best complements the AE (ml-latest-small
 as of 2008: lambda 800 alone, lambda 200 with the AE). The Gram matrix of a feedback is
-built once per run of points on it. The search stops before a point whose predicted cost
-would take it past ``search_share * max_minutes`` (the first point always runs): small data
-gets the whole search, the full release on 2 CPU cores its first points, a GPU most of it.
-The prediction (``SearchCost``) counts the Gram matrix the point must build first, not only
-its fit: at full scale the every-rating Gram takes 50-100 s on 2 CPU cores, and a rule that
-ignored it overran its 180 s budget by 20% and built a 1.6 GB matrix it had no time to use.
+built once per run of points on it. The search skips a point whose predicted cost would
+take it past ``search_share * max_minutes`` and goes on with the next (the first point
+always runs): small data gets the whole search, the full release on 2 CPU cores the points
+on its first Gram that fit, a GPU most of it. The prediction (``SearchCost``) counts the
+Gram matrix the point must build first, not only its fit: at full scale the every-rating
+Gram takes 50-100 s on 2 CPU cores, and a rule that ignored it overran its 180 s budget by
+20% and built a 1.6 GB matrix it had no time to use; a point on the Gram already built
+costs only its fit, so it can still fit where the other input did not.
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ class Search:
     best: ItemItemFit
     metrics: dict
     tried: list[dict] = field(default_factory=list)
-    stopped_early: bool = False  # the time budget ended the search before its last point
+    stopped_early: bool = False  # the time budget skipped at least one point
+    skipped: list[dict] = field(default_factory=list)  # the points the budget skipped
     fits: list[ItemItemFit] = field(default_factory=list)  # every fit tried, in order (the blend chooses among them)
     seconds: float = 0.0  # the whole search: Gram matrices, fits and their validation
 
@@ -71,7 +74,7 @@ class Search:
         # "best_alone": the best term alone, which steers the search; the fit the model keeps
         # is chosen with the blend (the manifest's item_item.fit indexes "tried")
         return {"best_alone": asdict(self.best.point), "metrics": self.metrics, "tried": self.tried,
-                "stopped_early": self.stopped_early, "seconds": round(self.seconds, 3)}  # fmt: skip
+                "stopped_early": self.stopped_early, "skipped": self.skipped, "seconds": round(self.seconds, 3)}  # fmt: skip
 
 
 @dataclass
@@ -129,7 +132,7 @@ def search_item_item(train: RatingsCSR, validation: Validation, config: TrainCon
     sizes: dict[str, tuple[int, int]] = {}
 
     def run(point: ItemItemPoint) -> None:
-        if point in scored or search.stopped_early:
+        if point in scored:
             return
         spent = time.monotonic() - started
         if point.feedback not in sizes:  # (input entries, fitted films)
@@ -138,9 +141,10 @@ def search_item_item(train: RatingsCSR, validation: Validation, config: TrainCon
         entries, films = sizes[point.feedback]
         predicted = cost.predict(films, 0 if point.feedback in grams else entries)
         if scored and spent + predicted > budget:
-            log.info("item-item search: %.0fs spent, the next point (%s input, ~%.0fs) would pass its budget of "
-                     "%.0fs; stopping at %d points", spent, point.feedback, predicted, budget, len(scored))  # fmt: skip
+            log.info("item-item search: %.0fs spent; skipping %s input, l2 %g, dropout %g (~%.0fs): it would pass "
+                     "the budget of %.0fs", spent, point.feedback, point.l2, point.dropout, predicted, budget)  # fmt: skip
             search.stopped_early = True
+            search.skipped.append({**asdict(point), "predicted_seconds": round(predicted, 1)})
             return
         if point.feedback not in grams:
             grams.clear()  # one Gram at a time: at 20,000 films each is 1.6 GB

@@ -1,0 +1,142 @@
+"""The nightly training against the same training without a time budget (issue 15, item 2).
+
+    .venv/bin/python bench/convergence.py --warehouse DIR/dag-warehouse-1.0-42 \\
+        --converged DIR/converged-1.0-42 [--ds 2018-09-30] [--reuse]
+
+The bar asks that the model the nightly chain publishes (``jobs/train.py`` with the DAG's
+10-minute cap) reach within 1% of the validation NDCG@10 that the same model reaches when
+trained to convergence: every point of the item-item search, user-AE epochs until early
+stopping (or ``--epochs``), no time cap. This copies ``features/ds=…`` of the nightly
+warehouse into ``--converged`` (``--reuse`` keeps a finished run there), trains there with
+``--max-minutes`` of a day and the DAG's other arguments, and compares the two manifests:
+the model's validation NDCG@10 (item-item term blended, as published), the user AE alone,
+the item-item search's points and the training seconds. ``bench/dag.py --converged`` runs
+it after the chain.
+
+Writes ``CONVERGED/convergence.png``: the user AE's validation NDCG@10 per epoch against
+its training seconds in both runs, with each run's published model as a dashed line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from prep import BIN, measure
+
+from recsys_core.defaults import RUN_PARAMS
+from recsys_core.paths import Warehouse
+
+UNBUDGETED_MINUTES = 24 * 60.0  # "no time budget": a day, far beyond any run's end
+BAR = 0.99  # the nightly model's NDCG@10 at least this x the converged one's
+
+
+def manifest(wh: Path, ds: str) -> dict:
+    return json.loads(Path(f"{Warehouse(str(wh)).models(ds)}/manifest.json").read_text())
+
+
+def train_unbudgeted(nightly: Path, converged: Path, ds: str, env: dict[str, str], reuse: bool) -> dict:
+    """Train without a time budget on the nightly run's features; returns {wall_s, peak_gib}
+    (empty when ``reuse`` found a finished run)."""
+    if reuse and Path(f"{Warehouse(str(converged)).models(ds)}/manifest.json").exists():
+        return {}
+    shutil.rmtree(converged, ignore_errors=True)
+    source, target = Warehouse(str(nightly)).features(ds), Warehouse(str(converged)).features(ds)
+    shutil.copytree(source, target)
+    epochs, seed = RUN_PARAMS["max_epochs"].default, RUN_PARAMS["seed"].default
+    cmd = [str(BIN / "python"), "jobs/train.py", "--warehouse", str(converged), "--ds", ds, "--epochs", str(epochs),
+           "--max-minutes", str(UNBUDGETED_MINUTES), "--seed", str(seed)]  # fmt: skip
+    wall, peak = measure("train without a time budget", cmd, env)
+    return {"wall_s": round(wall, 1), "peak_gib": round(peak, 2)}
+
+
+def summary(m: dict) -> dict:
+    """What the comparison reads from one models manifest."""
+    search = m["item_item"].get("search", {})
+    return {
+        "model": m["metrics"]["model"]["ndcg@10"],
+        "autoencoder": m["metrics"]["autoencoder"]["ndcg@10"],
+        "search_points": len(search.get("tried", [])),
+        "search_seconds": search.get("seconds"),
+        "best_epoch": m.get("best_epoch"),
+        "epochs_run": m.get("epochs_run"),
+        "train_seconds": m.get("wall_seconds"),
+        "item_item": {k: m["item_item"].get(k) for k in ("feedback", "l2", "dropout", "blend", "half_life")},
+        "history": [(h["seconds"], h.get("ndcg@10")) for h in m.get("history", [])],
+    }
+
+
+def compare(nightly: dict, converged: dict) -> dict:
+    """The nightly model's NDCG@10 as a share of the converged one's, and whether it meets the bar."""
+    ratio = nightly["model"] / max(converged["model"], 1e-12)
+    return {"ratio": round(ratio, 4), "bar": BAR, "within_1pct": ratio >= BAR}
+
+
+def report(nightly: dict, converged: dict, verdict: dict) -> str:
+    header = (f"{'training':<26} {'model NDCG@10':>13} {'AE alone':>9} {'search pts':>10} {'AE epochs':>10} "
+              f"{'seconds':>8}")  # fmt: skip
+    rows = [header]
+    for name, s in (("nightly (DAG's cap)", nightly), ("without a time budget", converged)):
+        rows.append(f"{name:<26} {s['model']:>13.4f} {s['autoencoder']:>9.4f} {s['search_points']:>10} "
+                    f"{s['best_epoch']:>4}/{s['epochs_run']:<5} {s['train_seconds'] or 0:>8.0f}")  # fmt: skip
+    rows.append(f"nightly / converged: {verdict['ratio']:.4f} (bar >= {BAR}): {verdict['within_1pct']}")
+    return "\n".join(rows)
+
+
+def plot(nightly: dict, converged: dict, path: Path) -> None:
+    """User-AE validation NDCG@10 per epoch against its cumulative training seconds, both runs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for (name, s), colour in zip((("nightly (DAG's cap)", nightly), ("without a time budget", converged)),
+                                 ("tab:blue", "tab:orange")):  # fmt: skip
+        seconds, ndcg, total = [], [], 0.0
+        for sec, value in s["history"]:
+            total += sec
+            seconds.append(total)
+            ndcg.append(value)
+        ax.plot(seconds, ndcg, "o-", color=colour, label=f"{name}: user AE alone")
+        ax.axhline(s["model"], color=colour, linestyle="--", label=f"{name}: published model {s['model']:.4f}")
+    ax.set_xlabel("user-AE training seconds (epochs + their validation)")
+    ax.set_ylabel("validation NDCG@10")
+    ax.set_title("Convergence: nightly training vs. no time budget")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run(nightly_wh: Path, converged_wh: Path, ds: str, env: dict[str, str], reuse: bool) -> dict:
+    """Train (or reuse) the unbudgeted run, compare, print, plot; returns the figures."""
+    measured = train_unbudgeted(nightly_wh, converged_wh, ds, env, reuse)
+    nightly, converged = summary(manifest(nightly_wh, ds)), summary(manifest(converged_wh, ds))
+    verdict = compare(nightly, converged)
+    print(report(nightly, converged, verdict))
+    png = converged_wh / "convergence.png"
+    plot(nightly, converged, png)
+    print(f"curve: {png}")
+    return {"nightly": nightly, "converged": converged, **verdict, "measured": measured, "plot": str(png)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--warehouse", type=Path, required=True, help="the nightly run's warehouse")
+    parser.add_argument("--converged", type=Path, required=True, help="where to train without a time budget")
+    parser.add_argument("--ds", default="2018-09-30")
+    parser.add_argument("--reuse", action="store_true", help="keep a finished unbudgeted run")
+    args = parser.parse_args()
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+    out = run(args.warehouse, args.converged, args.ds, env, args.reuse)
+    (args.converged / "convergence.json").write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
