@@ -104,6 +104,8 @@ def plot(nightly: dict, converged: dict, path: Path) -> None:
             ndcg.append(value)
         ax.plot(seconds, ndcg, "o-", color=colour, label=f"{name}: user AE alone")
         ax.axhline(s["model"], color=colour, linestyle="--", label=f"{name}: published model {s['model']:.4f}")
+    top = max(nightly["model"], converged["model"])
+    ax.set_ylim(top=top + 0.1 * (top - ax.get_ylim()[0]))
     ax.set_xlabel("user-AE training seconds (epochs + their validation)")
     ax.set_ylabel("validation NDCG@10")
     ax.set_title("Convergence: nightly training vs. no time budget")

@@ -141,8 +141,8 @@ def search_item_item(train: RatingsCSR, validation: Validation, config: TrainCon
         entries, films = sizes[point.feedback]
         predicted = cost.predict(films, 0 if point.feedback in grams else entries)
         if scored and spent + predicted > budget:
-            log.info("item-item search: %.0fs spent; skipping %s input, l2 %g, dropout %g (~%.0fs): it would pass "
-                     "the budget of %.0fs", spent, point.feedback, point.l2, point.dropout, predicted, budget)  # fmt: skip
+            log.debug("item-item search: %.0fs spent; skipping %s input, l2 %g, dropout %g (~%.0fs): it would pass "
+                      "the budget of %.0fs", spent, point.feedback, point.l2, point.dropout, predicted, budget)  # fmt: skip
             search.stopped_early = True
             search.skipped.append({**asdict(point), "predicted_seconds": round(predicted, 1)})
             return
@@ -177,9 +177,19 @@ def search_item_item(train: RatingsCSR, validation: Validation, config: TrainCon
             run(ItemItemPoint(at.feedback, lam, p))
     chosen = search.best.point
     search.seconds = time.monotonic() - started
-    log.info("item-item search: %d points in %.1fs; best alone %s input, l2 %g, dropout %g (ndcg@10 %.4f)",
-             len(scored), search.seconds, chosen.feedback, chosen.l2, chosen.dropout, scored[chosen])  # fmt: skip
+    log.info("item-item search: %d points in %.1fs; best alone %s input, l2 %g, dropout %g (ndcg@10 %.4f)%s",
+             len(scored), search.seconds, chosen.feedback, chosen.l2, chosen.dropout, scored[chosen],
+             skipped_note(search.skipped, budget))  # fmt: skip
     return search
+
+
+def skipped_note(skipped: list[dict], budget: float) -> str:
+    """'; N points skipped ...' for the search's summary line ('' when none was)."""
+    if not skipped:
+        return ""
+    first = skipped[0]
+    return (f"; {len(skipped)} points skipped, each predicted past the budget of {budget:.0f}s (the first: "
+            f"{first['feedback']} input, l2 {first['l2']:g}, dropout {first['dropout']:g}, ~{first['predicted_seconds']:.0f}s)")
 
 
 def empty_fit(n_films: int) -> ItemItemFit:
