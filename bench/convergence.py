@@ -36,7 +36,11 @@ BAR = 0.99  # the nightly model's NDCG@10 at least this x the converged one's
 
 
 def manifest(wh: Path, ds: str) -> dict:
-    return json.loads(Path(f"{Warehouse(str(wh)).models(ds)}/manifest.json").read_text())
+    """The models manifest of ``wh`` for ``ds``; SystemExit naming the path when there is none."""
+    path = Path(f"{Warehouse(str(wh)).models(ds)}/manifest.json")
+    if not path.is_file():
+        raise SystemExit(f"{path}: no trained model (run the chain, or jobs/train.py, for ds={ds} first)")
+    return json.loads(path.read_text())
 
 
 def train_unbudgeted(nightly: Path, converged: Path, ds: str, env: dict[str, str], reuse: bool) -> dict:
@@ -44,8 +48,12 @@ def train_unbudgeted(nightly: Path, converged: Path, ds: str, env: dict[str, str
     (empty when ``reuse`` found a finished run)."""
     if reuse and Path(f"{Warehouse(str(converged)).models(ds)}/manifest.json").exists():
         return {}
-    shutil.rmtree(converged, ignore_errors=True)
     source, target = Warehouse(str(nightly)).features(ds), Warehouse(str(converged)).features(ds)
+    if not Path(source).is_dir():
+        raise SystemExit(f"{source}: no features to train on (run the chain for ds={ds} first)")
+    if converged.resolve() == nightly.resolve():
+        raise SystemExit(f"--converged {converged} is the nightly warehouse: give it a directory of its own")
+    shutil.rmtree(converged, ignore_errors=True)
     shutil.copytree(source, target)
     epochs, seed = RUN_PARAMS["max_epochs"].default, RUN_PARAMS["seed"].default
     cmd = [str(BIN / "python"), "jobs/train.py", "--warehouse", str(converged), "--ds", ds, "--epochs", str(epochs),
@@ -118,8 +126,9 @@ def plot(nightly: dict, converged: dict, path: Path) -> None:
 
 def run(nightly_wh: Path, converged_wh: Path, ds: str, env: dict[str, str], reuse: bool) -> dict:
     """Train (or reuse) the unbudgeted run, compare, print, plot; returns the figures."""
+    nightly = summary(manifest(nightly_wh, ds))  # first: fail before hours of training
     measured = train_unbudgeted(nightly_wh, converged_wh, ds, env, reuse)
-    nightly, converged = summary(manifest(nightly_wh, ds)), summary(manifest(converged_wh, ds))
+    converged = summary(manifest(converged_wh, ds))
     verdict = compare(nightly, converged)
     print(report(nightly, converged, verdict))
     png = converged_wh / "convergence.png"
