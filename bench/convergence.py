@@ -7,8 +7,12 @@ The bar asks that the model the nightly chain publishes (``jobs/train.py`` with 
 10-minute cap) reach within 1% of the validation NDCG@10 that the same model reaches when
 trained to convergence: every point of the item-item search, user-AE epochs until early
 stopping (or ``--epochs``), no time cap. This copies ``features/ds=…`` of the nightly
-warehouse into ``--converged`` (``--reuse`` keeps a finished run there), trains there with
-``--max-minutes`` of a day and the DAG's other arguments, and compares the two manifests:
+warehouse into ``--converged`` (a directory of its own, outside the nightly warehouse: the
+script marks it as its own and refuses any other non-empty one, since it replaces the ds's
+partitions there; ``--reuse`` keeps a finished run there trained on the same features),
+trains there with ``--max-minutes`` of a day and the DAG's other arguments, and compares the
+two manifests (a warning when the reference's user AE was stopped by its epoch limit rather
+than by early stopping):
 the model's validation NDCG@10 (item-item term blended, as published), the user AE alone,
 the item-item search's points and the training seconds. ``bench/dag.py --converged`` runs
 it after the chain.
@@ -33,6 +37,7 @@ from recsys_core.paths import Warehouse
 
 UNBUDGETED_MINUTES = 24 * 60.0  # "no time budget": a day, far beyond any run's end
 BAR = 0.99  # the nightly model's NDCG@10 at least this x the converged one's
+MARKER = ".bench-convergence"  # marks a --converged directory as this script's (it empties it)
 
 
 def manifest(wh: Path, ds: str) -> dict:
@@ -43,17 +48,44 @@ def manifest(wh: Path, ds: str) -> dict:
     return json.loads(path.read_text())
 
 
-def train_unbudgeted(nightly: Path, converged: Path, ds: str, env: dict[str, str], reuse: bool) -> dict:
+def check_paths(nightly: Path, converged: Path) -> None:
+    """SystemExit unless ``converged`` lies outside the nightly warehouse and holds nothing
+    but (at most) an earlier run of this script: it is emptied before training."""
+    a, b = nightly.resolve(), converged.resolve()
+    if a == b or a in b.parents or b in a.parents:
+        raise SystemExit(f"--converged {converged} and the nightly warehouse {nightly} overlap: give the "
+                         f"unbudgeted run a directory of its own")  # fmt: skip
+    if b.is_dir() and any(b.iterdir()) and not (b / MARKER).exists():
+        raise SystemExit(f"--converged {converged} exists and is not a directory of bench/convergence.py "
+                         f"(no {MARKER}): not deleting it; remove it or choose another")  # fmt: skip
+
+
+def reusable(converged: Path, ds: str, nightly_manifest: dict) -> bool:
+    """A finished unbudgeted run for ``ds`` trained on the same features as the nightly one."""
+    path = Path(f"{Warehouse(str(converged)).models(ds)}/manifest.json")
+    if not path.is_file():
+        return False
+    same = json.loads(path.read_text()).get("vocabulary") == nightly_manifest.get("vocabulary")
+    if not same:
+        print(f"{path}: trained on other features than the nightly model: training again")
+    return same
+
+
+def train_unbudgeted(nightly: Path, converged: Path, ds: str, env: dict[str, str], reuse: bool,
+                     nightly_manifest: dict) -> dict:  # fmt: skip
     """Train without a time budget on the nightly run's features; returns {wall_s, peak_gib}
-    (empty when ``reuse`` found a finished run)."""
-    if reuse and Path(f"{Warehouse(str(converged)).models(ds)}/manifest.json").exists():
+    (empty when ``reuse`` found a finished run on the same features)."""
+    check_paths(nightly, converged)
+    if reuse and reusable(converged, ds, nightly_manifest):
         return {}
     source, target = Warehouse(str(nightly)).features(ds), Warehouse(str(converged)).features(ds)
     if not Path(source).is_dir():
         raise SystemExit(f"{source}: no features to train on (run the chain for ds={ds} first)")
-    if converged.resolve() == nightly.resolve():
-        raise SystemExit(f"--converged {converged} is the nightly warehouse: give it a directory of its own")
-    shutil.rmtree(converged, ignore_errors=True)
+    wh = Warehouse(str(converged))
+    for partition in (wh.features(ds), wh.models(ds), wh.embeddings(ds)):  # this ds only
+        shutil.rmtree(partition, ignore_errors=True)
+    converged.mkdir(parents=True, exist_ok=True)
+    (converged / MARKER).touch()
     shutil.copytree(source, target)
     epochs, seed = RUN_PARAMS["max_epochs"].default, RUN_PARAMS["seed"].default
     cmd = [str(BIN / "python"), "jobs/train.py", "--warehouse", str(converged), "--ds", ds, "--epochs", str(epochs),
@@ -72,6 +104,8 @@ def summary(m: dict) -> dict:
         "search_seconds": search.get("seconds"),
         "best_epoch": m.get("best_epoch"),
         "epochs_run": m.get("epochs_run"),
+        "stopped_by": m.get("stopped_by", "not recorded"),  # what ended the user AE's epochs (older manifests: none)
+        "max_minutes": m["config"]["max_minutes"],
         "train_seconds": m.get("wall_seconds"),
         "item_item": {k: m["item_item"].get(k) for k in ("feedback", "l2", "dropout", "blend", "half_life")},
         "history": [(h["seconds"], h.get("ndcg@10")) for h in m.get("history", [])],
@@ -84,14 +118,23 @@ def compare(nightly: dict, converged: dict) -> dict:
     return {"ratio": round(ratio, 4), "bar": BAR, "within_1pct": ratio >= BAR}
 
 
+def label(s: dict) -> str:
+    """A run's name: its time cap, or none."""
+    return "without a time budget" if s["max_minutes"] >= UNBUDGETED_MINUTES else f"cap {s['max_minutes']:g} min"
+
+
 def report(nightly: dict, converged: dict, verdict: dict) -> str:
     header = (f"{'training':<26} {'model NDCG@10':>13} {'AE alone':>9} {'search pts':>10} {'AE epochs':>10} "
-              f"{'seconds':>8}")  # fmt: skip
+              f"{'seconds':>8}  AE stopped by")  # fmt: skip
     rows = [header]
-    for name, s in (("nightly (DAG's cap)", nightly), ("without a time budget", converged)):
-        rows.append(f"{name:<26} {s['model']:>13.4f} {s['autoencoder']:>9.4f} {s['search_points']:>10} "
-                    f"{s['best_epoch']:>4}/{s['epochs_run']:<5} {s['train_seconds'] or 0:>8.0f}")  # fmt: skip
+    for s in (nightly, converged):
+        rows.append(f"{label(s):<26} {s['model']:>13.4f} {s['autoencoder']:>9.4f} {s['search_points']:>10} "
+                    f"{s['best_epoch']:>4}/{s['epochs_run']:<5} {s['train_seconds'] or 0:>8.0f}  {s['stopped_by']}")  # fmt: skip
     rows.append(f"nightly / converged: {verdict['ratio']:.4f} (bar >= {BAR}): {verdict['within_1pct']}")
+    if converged["stopped_by"] in ("epochs", "time cap"):
+        rows.append(f"warning: the reference's user AE was stopped by its {converged['stopped_by']}, not by early "
+                    f"stopping (best epoch {converged['best_epoch']} of {converged['epochs_run']}): it may not have "
+                    f"converged")  # fmt: skip
     return "\n".join(rows)
 
 
@@ -103,8 +146,8 @@ def plot(nightly: dict, converged: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for (name, s), colour in zip((("nightly (DAG's cap)", nightly), ("without a time budget", converged)),
-                                 ("tab:blue", "tab:orange")):  # fmt: skip
+    for s, colour in zip((nightly, converged), ("tab:blue", "tab:orange")):
+        name = label(s)
         seconds, ndcg, total = [], [], 0.0
         for sec, value in s["history"]:
             total += sec
@@ -126,8 +169,10 @@ def plot(nightly: dict, converged: dict, path: Path) -> None:
 
 def run(nightly_wh: Path, converged_wh: Path, ds: str, env: dict[str, str], reuse: bool) -> dict:
     """Train (or reuse) the unbudgeted run, compare, print, plot; returns the figures."""
-    nightly = summary(manifest(nightly_wh, ds))  # first: fail before hours of training
-    measured = train_unbudgeted(nightly_wh, converged_wh, ds, env, reuse)
+    nightly_wh, converged_wh = nightly_wh.resolve(), converged_wh.resolve()  # training runs from the repo root
+    nightly_manifest = manifest(nightly_wh, ds)  # first: fail before hours of training
+    nightly = summary(nightly_manifest)
+    measured = train_unbudgeted(nightly_wh, converged_wh, ds, env, reuse, nightly_manifest)
     converged = summary(manifest(converged_wh, ds))
     verdict = compare(nightly, converged)
     print(report(nightly, converged, verdict))

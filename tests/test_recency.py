@@ -119,7 +119,7 @@ def test_the_search_takes_every_rating_as_input_when_likes_are_rare():
     assert liked.best.point.feedback == "liked"
 
 
-def test_the_search_stops_at_its_time_budget():
+def test_the_search_skips_every_point_past_its_time_budget():
     csr = pair_users(200, 1, liked_share=0.5)
     train, validation = split_validation(csr, 100, seed=1)
     config = replace(TrainConfig(), item=ItemItemConfig(search_share=0.0))
@@ -146,12 +146,13 @@ def test_the_search_skips_a_point_over_budget_and_goes_on_with_cheaper_ones():
     search = search_item_item(train, validation, config, CPU)
     assert [(row["feedback"], row["l2"]) for row in search.tried] == [("liked", 200.0), ("liked", 50.0), ("liked", 800.0)]
     assert search.stopped_early and [(p["feedback"], p["l2"]) for p in search.skipped] == [("all", 200.0)]
-    assert search.skipped[0]["predicted_seconds"] > 18
+    skip = search.skipped[0]
+    assert skip["budget_seconds"] == 18.0 and skip["spent_seconds"] + skip["predicted_seconds"] > 18
     assert search.summary()["skipped"] == search.skipped
 
 
 def test_the_search_cost_counts_the_gram_a_point_must_build_and_the_cubic_fit():
-    """The stop rule's prediction (issue 15: the old rule ignored the next Gram and overran
+    """The skip rule's prediction (issue 15: the old rule ignored the next Gram and overran
     its budget by 20% at full scale): Gram seconds scale with input entries, fit seconds
     with films cubed, and a point on an already built Gram pays no Gram."""
     cost = SearchCost()

@@ -210,6 +210,7 @@ def test_time_cap_stops_inside_the_first_epoch(tiny):
     history = run.manifest["history"]
     assert run.manifest["epochs_run"] == 1 and history[0]["users_per_s"] > 0
     assert history[0]["seconds"] < 60
+    assert run.manifest["stopped_by"] == "time cap"  # the manifest says why the epochs ended
 
 
 def train_once(wh: Warehouse, config: TrainConfig):
@@ -301,6 +302,9 @@ def test_run_saves_loads_and_checks_vocabulary(tiny):
     features = load_features(tiny.features(DS))
     assert manifest["vocabulary"] == features.manifest["hashes"]
     assert manifest["seed"] == 3 and manifest["device"] == "cpu" and 1 <= manifest["epochs_run"] <= 3
+    # TINY's max_epochs is 3: the epochs end at the limit unless the patience ends them first
+    expected = "epochs" if manifest["epochs_run"] == TINY.max_epochs else "early stopping"
+    assert manifest["stopped_by"] == expected
     assert set(manifest["metrics"]) == {"model", "autoencoder", "popularity"}
     assert "ndcg@10" in manifest["metrics"]["popularity"] and manifest["wall_seconds"] > 0
 

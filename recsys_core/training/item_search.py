@@ -141,10 +141,11 @@ def search_item_item(train: RatingsCSR, validation: Validation, config: TrainCon
         entries, films = sizes[point.feedback]
         predicted = cost.predict(films, 0 if point.feedback in grams else entries)
         if scored and spent + predicted > budget:
-            log.debug("item-item search: %.0fs spent; skipping %s input, l2 %g, dropout %g (~%.0fs): it would pass "
-                      "the budget of %.0fs", spent, point.feedback, point.l2, point.dropout, predicted, budget)  # fmt: skip
+            log.debug("item-item search: %.3gs spent; skipping %s input, l2 %g, dropout %g (~%.3gs): it would pass "
+                      "the budget of %.3gs", spent, point.feedback, point.l2, point.dropout, predicted, budget)  # fmt: skip
             search.stopped_early = True
-            search.skipped.append({**asdict(point), "predicted_seconds": round(predicted, 1)})
+            search.skipped.append({**asdict(point), "spent_seconds": round(spent, 3),
+                                   "predicted_seconds": round(predicted, 3), "budget_seconds": round(budget, 3)})  # fmt: skip
             return
         if point.feedback not in grams:
             grams.clear()  # one Gram at a time: at 20,000 films each is 1.6 GB
@@ -188,8 +189,9 @@ def skipped_note(skipped: list[dict], budget: float) -> str:
     if not skipped:
         return ""
     first = skipped[0]
-    return (f"; {len(skipped)} points skipped, each predicted past the budget of {budget:.0f}s (the first: "
-            f"{first['feedback']} input, l2 {first['l2']:g}, dropout {first['dropout']:g}, ~{first['predicted_seconds']:.0f}s)")
+    return (f"; {len(skipped)} points skipped, each predicted past the budget of {budget:.3g}s (the first: "
+            f"{first['feedback']} input, l2 {first['l2']:g}, dropout {first['dropout']:g}, ~{first['predicted_seconds']:.3g}s "
+            f"after {first['spent_seconds']:.3g}s)")
 
 
 def empty_fit(n_films: int) -> ItemItemFit:

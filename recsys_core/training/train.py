@@ -104,6 +104,7 @@ def run_training(warehouse: Warehouse, ds: str, config: TrainConfig | None = Non
         "sampled_softmax": user.sampled_softmax,
         "epochs_run": len(user.history),
         "best_epoch": user.best.epoch,
+        "stopped_by": user.stopped_by,
         "refit": refit,
         "item_item": item_item,
         "user_ae_seconds": round(user_seconds, 3),

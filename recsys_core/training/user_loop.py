@@ -129,6 +129,7 @@ class UserTraining:
     epoch_seconds: float  # mean seconds of an epoch (training + validation)
     batch_size: int
     sampled_softmax: bool
+    stopped_by: str = "epochs"  # what ended the epochs: "early stopping", "epochs" (max_epochs) or "time cap"
 
 
 def train_user_ae(train: RatingsCSR, validation: Validation, film_content: torch.Tensor | None,
@@ -151,6 +152,7 @@ def train_user_ae(train: RatingsCSR, validation: Validation, film_content: torch
     history: list[dict] = []
     best: BestEpoch | None = None
     stale = 0
+    stopped_by = "epochs"
     steps_per_epoch = len(loop.rows) / loop.batch_size
     patience = patience_epochs(config.patience_steps, steps_per_epoch, config.min_patience_epochs)
     log.info("early stopping after %d epochs without a better ndcg@10 (%.1f steps per epoch)", patience, steps_per_epoch)
@@ -178,15 +180,17 @@ def train_user_ae(train: RatingsCSR, validation: Validation, film_content: torch
         if stale >= patience and epoch < config.max_epochs:
             log.info("early stop: no better ndcg@10 for %d epochs (best %.4f at epoch %d)", stale, best.ndcg,
                      best.epoch)  # fmt: skip
+            stopped_by = "early stopping"
             break
         if time.monotonic() >= deadline:
             log.info("time cap of %g min reached after epoch %d", config.max_minutes, epoch)
+            stopped_by = "time cap"
             break
     assert best is not None  # max_epochs >= 1 (TrainConfig.validate)
     model.load_state_dict(best.state)
     model.eval()
     epoch_seconds = sum(h["seconds"] for h in history) / len(history)
-    return UserTraining(model, best, history, epoch_seconds, loop.batch_size, loop.sampled)
+    return UserTraining(model, best, history, epoch_seconds, loop.batch_size, loop.sampled, stopped_by)
 
 
 def should_refit(validation: Validation, full: RatingsCSR, config: TrainConfig) -> bool:
