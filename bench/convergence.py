@@ -10,7 +10,7 @@ stopping (or ``--epochs``), no time cap. This copies ``features/ds=…`` of the 
 warehouse into ``--converged`` (a directory of its own, outside the nightly warehouse: the
 script marks it as its own and refuses any other non-empty one, since it replaces the ds's
 partitions there; ``--reuse`` keeps a finished run there trained on the same features),
-trains there with ``--max-minutes`` of a day and the DAG's other arguments, and compares the
+trains there with ``--max-minutes`` of a day and the nightly run's seed and ``--epochs``, and compares the
 two manifests (a warning when the reference's user AE was stopped by its epoch limit rather
 than by early stopping):
 the model's validation NDCG@10 (item-item term blended, as published), the user AE alone,
@@ -87,7 +87,8 @@ def train_unbudgeted(nightly: Path, converged: Path, ds: str, env: dict[str, str
     converged.mkdir(parents=True, exist_ok=True)
     (converged / MARKER).touch()
     shutil.copytree(source, target)
-    epochs, seed = RUN_PARAMS["max_epochs"].default, RUN_PARAMS["seed"].default
+    config = nightly_manifest.get("config", {})  # the nightly run's own seed and epoch limit
+    epochs, seed = config.get("max_epochs", RUN_PARAMS["max_epochs"].default), config.get("seed", RUN_PARAMS["seed"].default)
     cmd = [str(BIN / "python"), "jobs/train.py", "--warehouse", str(converged), "--ds", ds, "--epochs", str(epochs),
            "--max-minutes", str(UNBUDGETED_MINUTES), "--seed", str(seed)]  # fmt: skip
     wall, peak = measure("train without a time budget", cmd, env)
