@@ -10,11 +10,11 @@ stopping (or ``--epochs``), no time cap. This copies ``features/ds=…`` of the 
 warehouse into ``--converged`` (a directory of its own, outside the nightly warehouse: the
 script marks it as its own and refuses any other non-empty one, since it replaces the ds's
 partitions there; ``--reuse`` keeps a finished run there trained on the same features),
-trains there with ``--max-minutes`` of a day and the nightly run's seed and ``--epochs``, and compares the
-two manifests (a warning when the reference's user AE was stopped by its epoch limit rather
-than by early stopping):
-the model's validation NDCG@10 (item-item term blended, as published), the user AE alone,
-the item-item search's points and the training seconds. ``bench/dag.py --converged`` runs
+trains there with ``--max-minutes`` of a day and the nightly run's seed and ``--epochs``,
+and compares the two manifests: the model's validation NDCG@10 (item-item term blended, as
+published), the user AE alone, the item-item search's points, what stopped the AE (a
+warning when the reference's stopped at its epoch limit rather than by early stopping) and
+the training seconds. ``bench/dag.py --converged`` runs
 it after the chain.
 
 Writes ``CONVERGED/convergence.png``: the user AE's validation NDCG@10 per epoch against
