@@ -54,9 +54,9 @@ class RatingsCSR:
         """(n_users,) entries per user."""
         return np.diff(self.indptr)
 
-    def entry_rows(self) -> np.ndarray:
-        """(nnz,) the user row of every entry."""
-        return np.repeat(np.arange(self.n_users, dtype=np.int64), self.counts)
+    def entry_rows(self, dtype: type = np.int64) -> np.ndarray:
+        """(nnz,) the user row of every entry, as ``dtype`` (int32 halves it where users fit)."""
+        return np.repeat(np.arange(self.n_users, dtype=dtype), self.counts)
 
     def film_counts(self) -> np.ndarray:
         """(n_films,) entries per film (its number of ratings)."""

@@ -249,7 +249,7 @@ class SparkALS(Baseline):
             path = self.work_dir / f"als_input_{len(self._frames)}.parquet"
             path.parent.mkdir(parents=True, exist_ok=True)
             pd.DataFrame({
-                "user": data.entry_rows().astype(np.int32),
+                "user": data.entry_rows(np.int32),
                 "item": data.indices.astype(np.int32),
                 "rating": (np.ones_like(data.ratings) if self.implicit else data.ratings).astype(np.float32),
             }).to_parquet(path, index=False)  # fmt: skip

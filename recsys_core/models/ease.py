@@ -51,7 +51,7 @@ def gram(csr: RatingsCSR, films: np.ndarray | None = None, block: int = 512) -> 
     column[films] = np.arange(m, dtype=index)
     cols = column[csr.indices]
     keep = cols >= 0
-    users = np.repeat(np.arange(csr.n_users, dtype=index), csr.counts)[keep]
+    users = csr.entry_rows(index)[keep]
     cols = cols[keep]
     del keep
     by_user_ptr = np.concatenate([[0], np.cumsum(np.bincount(users, minlength=csr.n_users))]).astype(index)
