@@ -80,14 +80,19 @@ class ItemItemFit:
 
 def most_liked_films(liked: RatingsCSR, max_films: int) -> np.ndarray:
     """Sorted film indices of the (at most) ``max_films`` films with the most likes (>= 1)."""
-    counts = np.bincount(liked.indices, minlength=liked.n_films)
+    counts = liked.film_counts()
     ranked = np.lexsort((np.arange(liked.n_films), -counts))
-    return np.sort(ranked[: min(max_films, int((counts > 0).sum()))])
+    return np.sort(ranked[: kept_films(counts, max_films)])
 
 
 def fitted_films(data: RatingsCSR, max_films: int) -> int:
-    """How many films ``most_liked_films(data, max_films)`` returns (without sorting them)."""
-    return min(max_films, int(np.count_nonzero(np.bincount(data.indices, minlength=data.n_films))))
+    """How many films ``most_liked_films(data, max_films)`` returns (without ranking them)."""
+    return kept_films(data.film_counts(), max_films)
+
+
+def kept_films(counts: np.ndarray, max_films: int) -> int:
+    """Films with at least one entry (of (n_films,) ``counts``), at most ``max_films``."""
+    return min(max_films, int(np.count_nonzero(counts)))
 
 
 def strongest(b: torch.Tensor, k: int, block: int = 2048) -> torch.Tensor:
