@@ -65,10 +65,14 @@ class Search:
     best: ItemItemFit
     metrics: dict
     tried: list[dict] = field(default_factory=list)
-    stopped_early: bool = False  # the time budget skipped at least one point
     skipped: list[dict] = field(default_factory=list)  # the points the budget skipped
     fits: list[ItemItemFit] = field(default_factory=list)  # every fit tried, in order (the blend chooses among them)
     seconds: float = 0.0  # the whole search: Gram matrices, fits and their validation
+
+    @property
+    def stopped_early(self) -> bool:
+        """The time budget skipped at least one point."""
+        return bool(self.skipped)
 
     def summary(self) -> dict:
         # "best_alone": the best term alone, which steers the search; the fit the model keeps
@@ -143,7 +147,6 @@ def search_item_item(train: RatingsCSR, validation: Validation, config: TrainCon
         if scored and spent + predicted > budget:
             log.debug("item-item search: %.3gs spent; skipping %s input, l2 %g, dropout %g (~%.3gs): it would pass "
                       "the budget of %.3gs", spent, point.feedback, point.l2, point.dropout, predicted, budget)  # fmt: skip
-            search.stopped_early = True
             search.skipped.append({**asdict(point), "spent_seconds": round(spent, 3),
                                    "predicted_seconds": round(predicted, 3), "budget_seconds": round(budget, 3)})  # fmt: skip
             return
