@@ -40,9 +40,13 @@ BAR = 0.99  # the nightly model's NDCG@10 at least this x the converged one's
 MARKER = ".bench-convergence"  # marks a --converged directory as this script's (it empties it)
 
 
+def manifest_path(wh: Path, ds: str) -> Path:
+    return Path(f"{Warehouse(str(wh)).models(ds)}/manifest.json")
+
+
 def manifest(wh: Path, ds: str) -> dict:
     """The models manifest of ``wh`` for ``ds``; SystemExit naming the path when there is none."""
-    path = Path(f"{Warehouse(str(wh)).models(ds)}/manifest.json")
+    path = manifest_path(wh, ds)
     if not path.is_file():
         raise SystemExit(f"{path}: no trained model (run the chain, or jobs/train.py, for ds={ds} first)")
     return json.loads(path.read_text())
@@ -62,7 +66,7 @@ def check_paths(nightly: Path, converged: Path) -> None:
 
 def reusable(converged: Path, ds: str, nightly_manifest: dict) -> bool:
     """A finished unbudgeted run for ``ds`` trained on the same features as the nightly one."""
-    path = Path(f"{Warehouse(str(converged)).models(ds)}/manifest.json")
+    path = manifest_path(converged, ds)
     if not path.is_file():
         return False
     same = json.loads(path.read_text()).get("vocabulary") == nightly_manifest.get("vocabulary")

@@ -48,7 +48,6 @@ import convergence
 from prep import BIN, ROOT, measure
 
 from recsys_core.defaults import RUN_PARAMS
-from recsys_core.paths import Warehouse
 
 CHAIN_BAR_S = 20 * 60  # scale 1.0: the whole chain in 20 minutes ...
 PEAK_BAR_GIB = 10.0  # ... with at most 10 GiB
@@ -197,7 +196,7 @@ def main() -> None:
                "--out", str(args.dir / f"als-{tag}"), "--top-n", param("top_n")]  # fmt: skip
         out["als"] = fig(*measure("als", cmd, env))
         out["ratio_to_als"] = round(out["chain"]["wall_s"] / out["als"]["wall_s"], 3)
-    manifest = json.loads(Path(f"{Warehouse(str(wh)).models(args.ds)}/manifest.json").read_text())
+    manifest = convergence.manifest(wh, args.ds)
     out["ndcg@10"] = {k: manifest["metrics"][k]["ndcg@10"] for k in ("model", "autoencoder", "popularity")}  # fmt: skip
     out.update(counts=manifest["counts"], device=manifest["device"], best_epoch=manifest.get("best_epoch"),
                epochs_run=manifest.get("epochs_run"), load_after=os.getloadavg())  # fmt: skip
